@@ -1,0 +1,3 @@
+"""Lethe: machine unlearning as a service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,129 @@
+"""Typed settings, read from ``LETHE_*`` environment variables (and a ``.env`` file).
+
+The defaults are the *embedded* mode: one data directory holding a SQLite database, the artifact
+folder and the broker's spool, so nothing needs to be installed or started. Setting both
+``LETHE_DATABASE_URL`` (PostgreSQL) and ``LETHE_REDIS_URL`` switches to the *production* mode.
+"""
+
+from __future__ import annotations
+
+import functools
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that ship in docs and examples; a deployment that still uses one is misconfigured.
+PLACEHOLDER_SECRETS = frozenset({"", "changethis", "change-me", "changeme", "secret", "lethe-dev"})
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Mode(StrEnum):
+    embedded = "embedded"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LETHE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Environment = Environment.development
+    data_dir: Path = Field(default=Path(".lethe"), description="Root of embedded-mode state.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is a SQLite file in data_dir."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Celery broker; default is a filesystem spool in data_dir."
+    )
+    artifact_uri: str | None = Field(
+        default=None, description="Artifact store URI (file://...); default data_dir/artifacts."
+    )
+    secret_key: SecretStr = Field(
+        default=SecretStr("changethis"),
+        description="Signs pagination cursors. Must be changed outside development.",
+    )
+    max_upload_bytes: int = Field(default=4 * 1024**3, gt=0, description="Per-file upload cap.")
+    upload_buffer_bytes: int = Field(
+        default=1024**2, gt=0, le=64 * 1024**2, description="Write buffer for streamed uploads."
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024**2, gt=0, description="Largest safetensors JSON header accepted."
+    )
+    page_size_max: int = Field(default=200, gt=0)
+    job_queue: str = Field(
+        default="cpu", pattern="^(cpu|gpu)$", description="Queue new jobs go to (cpu or gpu)."
+    )
+    job_timeout_seconds: int = Field(
+        default=6 * 3600, gt=0, description="Longest a job may run; sets the broker timeout."
+    )
+    auto_migrate: bool | None = Field(
+        default=None,
+        description="Run Alembic migrations when the API starts; default on in embedded mode.",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> Self:
+        if (
+            self.environment is not Environment.development
+            and self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS
+        ):
+            raise ValueError(
+                "LETHE_SECRET_KEY is a placeholder; set a random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) "
+                f"before running with LETHE_ENVIRONMENT={self.environment.value}"
+            )
+        return self
+
+    @property
+    def mode(self) -> Mode:
+        db = self.database_url or ""
+        if db.startswith("postgresql") and self.redis_url:
+            return Mode.production
+        return Mode.embedded
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'lethe.db').resolve()}"
+
+    @property
+    def resolved_artifact_uri(self) -> str:
+        if self.artifact_uri:
+            return self.artifact_uri
+        return (self.data_dir / "artifacts").resolve().as_uri()
+
+    @property
+    def broker_url(self) -> str:
+        return self.redis_url or "filesystem://"
+
+    @property
+    def broker_spool_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.mode is Mode.embedded
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL whatever spelling the operator wrote."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,84 @@
+"""Database engine and the one place that commits.
+
+The API's session dependency opens a session per request and commits once, after the endpoint
+returned; services only ``flush``. Worker code uses :func:`session_scope` the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+_log = logging.getLogger(__name__)
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    if url.startswith("sqlite"):
+        from pathlib import Path
+
+        path = url.removeprefix("sqlite:///")
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # The API serves requests from a thread pool; SQLite's default forbids that.
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            # Foreign keys are off by default in SQLite; WAL lets the worker read while the API
+            # writes; busy_timeout turns "database is locked" into a short wait.
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Commit on success, roll back on any error: the worker's unit of work."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        run_hooks(session, "on_rollback")
+        raise
+    else:
+        run_hooks(session, "after_commit")
+    finally:
+        session.close()
+
+
+# Deferred side effects of a unit of work. Services register them; the session owner runs them:
+# tasks are sent only after the commit, and files written for a rolled-back transaction are
+# removed, so neither a phantom job nor an orphan artifact can appear.
+def after_commit(session: Session, fn: Callable[[], None]) -> None:
+    session.info.setdefault("after_commit", []).append(fn)
+
+
+def on_rollback(session: Session, fn: Callable[[], None]) -> None:
+    session.info.setdefault("on_rollback", []).append(fn)
+
+
+def run_hooks(session: Session, kind: str) -> None:
+    hooks: list[Callable[[], None]] = session.info.pop(kind, [])
+    session.info.pop("on_rollback" if kind == "after_commit" else "after_commit", None)
+    for fn in hooks:
+        try:
+            fn()
+        except Exception:
+            # A failed hook must not undo a committed transaction; the sweeper retries sends.
+            _log.exception("%s hook failed", kind)

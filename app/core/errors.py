@@ -1,0 +1,144 @@
+"""One error hierarchy, rendered once as RFC 9457 ``application/problem+json``.
+
+Services raise :class:`LetheError` subclasses; the handlers in :func:`install_handlers` turn them
+(and FastAPI's validation errors, and anything unexpected) into problem documents.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_BASE = "https://lethe.dev/problems/"
+
+log = logging.getLogger(__name__)
+
+
+class LetheError(Exception):
+    """Base error: carries its HTTP status, a problem type slug and a human detail."""
+
+    status: int = 500
+    slug: str = "internal-error"
+    title: str = "Internal server error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    @property
+    def type_uri(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": self.type_uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class NotFound(LetheError):
+    status, slug, title = 404, "not-found", "Resource not found"
+
+
+class Unauthorized(LetheError):
+    status, slug, title = 401, "unauthorized", "Missing or invalid API key"
+
+
+class Forbidden(LetheError):
+    status, slug, title = 403, "forbidden", "The API key's role does not allow this"
+
+
+class Conflict(LetheError):
+    status, slug, title = 409, "conflict", "Conflicts with the current state"
+
+
+class InvalidInput(LetheError):
+    status, slug, title = 422, "invalid-input", "The request is not valid"
+
+
+class InvalidArtifact(LetheError):
+    """An uploaded file is not what it claims to be (not safetensors, lying header, ...)."""
+
+    status, slug, title = 422, "invalid-artifact", "The uploaded file was refused"
+
+
+class DigestMismatch(LetheError):
+    status, slug, title = 422, "digest-mismatch", "The upload does not match its stated digest"
+
+
+class PayloadTooLarge(LetheError):
+    status, slug, title = 413, "payload-too-large", "The upload exceeds the size limit"
+
+
+class UnsupportedMediaType(LetheError):
+    status, slug, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class RangeNotSatisfiable(LetheError):
+    status, slug, title = 416, "range-not-satisfiable", "The requested range cannot be served"
+
+
+class ServiceUnavailable(LetheError):
+    status, slug, title = 503, "unavailable", "A dependency is not available"
+
+
+def problem_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LetheError)
+    async def _lethe(request: Request, exc: LetheError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return problem_response(exc.status, exc.to_problem(request.url.path), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err.get("loc", ())),
+                "message": err.get("msg", ""),
+                "type": err.get("type", ""),
+            }
+            for err in exc.errors()
+        ]
+        fields = ", ".join(e["field"] for e in errors)
+        err = InvalidInput(f"Invalid fields: {fields}", errors=errors)
+        return problem_response(422, err.to_problem(request.url.path))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        try:
+            phrase = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = "Error"
+        body = {
+            "type": PROBLEM_BASE + phrase.lower().replace(" ", "-"),
+            "title": phrase,
+            "status": exc.status_code,
+            "detail": str(exc.detail),
+            "instance": request.url.path,
+        }
+        return problem_response(exc.status_code, body, dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        err = LetheError("An unexpected error occurred; it has been logged.")
+        return problem_response(500, err.to_problem(request.url.path))

@@ -1,0 +1,52 @@
+"""Helpers to describe hand-parsed request bodies in the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def multipart_body(
+    files: dict[str, str], fields: dict[str, tuple[str, Any]], required: list[str]
+) -> dict[str, Any]:
+    """``openapi_extra`` for a streamed multipart endpoint: files are binary parts, fields are
+    text parts given as (description, example)."""
+    properties: dict[str, Any] = {
+        name: {"type": "string", "format": "binary", "description": desc}
+        for name, desc in files.items()
+    }
+    for name, (desc, example) in fields.items():
+        properties[name] = {"type": "string", "description": desc, "example": example}
+    for name in files:
+        properties[f"{name}_sha256"] = {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": f"Optional expected SHA-256 (hex) of `{name}`; checked on receipt.",
+        }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": properties, "required": required}
+                }
+            },
+        }
+    }
+
+
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": desc,
+        "content": {
+            "application/problem+json": {
+                "schema": {"$ref": "#/components/schemas/Problem"},
+            }
+        },
+    }
+    for status, desc in {
+        401: "Missing, unknown or revoked API key",
+        403: "The key's role does not allow this",
+        404: "No such resource in this tenant",
+        422: "Invalid input (the problem lists the fields)",
+    }.items()
+}

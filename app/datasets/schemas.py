@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str = Field(examples=["fashion-mnist"])
+    source: str = Field(examples=["upload"])
+    train_digest: str = Field(description="SHA-256 of the train file.")
+    test_digest: str | None = Field(
+        description="SHA-256 of the test file (the train file's own"
+        " digest when the test split is embedded)."
+    )
+    num_samples: int = Field(examples=[60000])
+    num_test_samples: int = Field(examples=[10000])
+    image_shape: list[int] = Field(examples=[[1, 28, 28]])
+    num_classes: int = Field(examples=[10])
+    classes: list[int]
+    class_counts: dict[str, int] = Field(description="Training samples per class.")
+    test_class_counts: dict[str, int]
+    sample_ids_digest: str = Field(description="SHA-256 of the sorted int64 sample IDs.")
+    created_at: datetime
+
+
+class DatasetPage(BaseModel):
+    items: list[DatasetOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")

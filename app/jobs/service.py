@@ -1,0 +1,78 @@
+"""Jobs as a state machine stored in the database; the broker only carries job IDs.
+
+:func:`transition` is the one function that changes a job's state, and it writes the history row
+with it, so the history cannot disagree with the state.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.core.db import after_commit
+from app.core.errors import Conflict, NotFound
+from app.core.tasks import TaskSender
+from app.jobs import repository
+from app.models import Job, JobTransition
+from app.models.base import utcnow
+from app.models.job import TERMINAL_STATES, JobState
+
+ALLOWED: dict[JobState, frozenset[JobState]] = {
+    JobState.queued: frozenset({JobState.running, JobState.failed, JobState.cancelled}),
+    # running -> queued: a retry after the worker died.
+    JobState.running: frozenset(
+        {JobState.succeeded, JobState.failed, JobState.cancelled, JobState.queued}
+    ),
+    JobState.succeeded: frozenset(),
+    JobState.failed: frozenset(),
+    JobState.cancelled: frozenset(),
+}
+
+
+def transition(session: Session, job: Job, to: JobState, reason: str = "") -> None:
+    current = JobState(job.state)
+    if to not in ALLOWED[current]:
+        raise Conflict(f"Job {job.id} cannot go from {current} to {to}.")
+    now = utcnow()
+    job.state = to
+    if to is JobState.running:
+        job.started_at = now
+        job.heartbeat_at = now
+    if to in TERMINAL_STATES:
+        job.finished_at = now
+    session.add(
+        JobTransition(job_id=job.id, from_state=current, to_state=to, at=now, reason=reason)
+    )
+    session.flush()
+
+
+def create(
+    session: Session,
+    tasks: TaskSender,
+    *,
+    tenant_id: str,
+    kind: str,
+    task_name: str,
+    queue: str,
+    model_id: str | None = None,
+) -> Job:
+    """Add a queued job; its task is sent only once the surrounding transaction commits."""
+    job = Job(tenant_id=tenant_id, kind=kind, state=JobState.queued, model_id=model_id, queue=queue)
+    session.add(job)
+    session.flush()
+    session.add(JobTransition(job_id=job.id, from_state=None, to_state=JobState.queued,
+                              at=job.created_at, reason="submitted"))  # fmt: skip
+    session.flush()
+    job_id = job.id
+
+    def _send() -> None:
+        tasks.send(task_name, job_id, queue)
+
+    after_commit(session, _send)
+    return job
+
+
+def load(session: Session, tenant_id: str, job_id: str) -> Job:
+    job = repository.get(session, tenant_id, job_id)
+    if job is None:
+        raise NotFound(f"No job {job_id}.")
+    return job

@@ -1,0 +1,108 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import Engine
+
+from app import __version__
+from app.core.config import Settings, get_settings
+from app.core.db import make_engine, make_sessionmaker
+from app.core.errors import install_handlers
+from app.core.storage import open_store
+from app.core.tasks import TaskSender
+from app.datasets.endpoints import router as datasets_router
+from app.health.endpoints import router as health_router
+from app.jobs.endpoints import router as jobs_router
+from app.model_registry.endpoints import router as models_router
+from app.tenants.endpoints import router as tenants_router
+
+log = logging.getLogger(__name__)
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+    "required": ["type", "title", "status"],
+    "example": {
+        "type": "https://lethe.dev/problems/not-found",
+        "title": "Resource not found",
+        "status": 404,
+        "detail": "No model 0b4f...",
+    },
+}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    tasks: TaskSender | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    owns_engine = engine is None
+    engine = engine or make_engine(settings.resolved_database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.should_auto_migrate:
+            from app.core.migrate import upgrade
+
+            upgrade(settings.resolved_database_url)
+        yield
+        if owns_engine:
+            engine.dispose()
+
+    app = FastAPI(
+        title="Lethe",
+        version=__version__,
+        summary="Machine unlearning as a service.",
+        description="Upload a model and the data it was trained on; ask it to forget samples or"
+        " classes; get back a new version with measured evidence. Authenticate with"
+        " `Authorization: Bearer <key>`. Errors are RFC 9457 `application/problem+json`.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.store = open_store(settings.resolved_artifact_uri)
+    app.state.tasks = tasks or TaskSender(settings)
+    install_handlers(app)
+    for router in (health_router, tenants_router, datasets_router, models_router, jobs_router):
+        app.include_router(router)
+
+    def _openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            description=app.description,
+            routes=app.routes,
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = _openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from app.artifacts.service import download_response
+from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
+from app.core.errors import Conflict, InvalidInput
+from app.core.openapi import multipart_body
+from app.core.pagination import decode_cursor, finish_page
+from app.core.uploads import receive_multipart
+from app.model_registry import repository, service
+from app.model_registry.schemas import MODEL_SPEC_EXAMPLE, ModelOut, ModelPage
+from app.models.model_version import ModelStatus
+from app.tenants.dependencies import Reader, Writer
+
+router = APIRouter(prefix="/v1/models", tags=["models"])
+
+_UPLOAD_DOC = multipart_body(
+    files={"weights": "The model's state dict as safetensors (never a pickle)."},
+    fields={
+        "spec": (
+            "JSON model spec: name, architecture, args, input_shape, normalization, dataset_id,"
+            " training.",
+            MODEL_SPEC_EXAMPLE,
+        )
+    },
+    required=["spec", "weights"],
+)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Upload a model (weights + spec); it is validated by a worker",
+    openapi_extra=_UPLOAD_DOC,
+)
+async def upload_model(
+    request: Request,
+    principal: Writer,
+    session: SessionDep,
+    store: StoreDep,
+    tasks: TasksDep,
+    settings: SettingsDep,
+) -> ModelOut:
+    async with receive_multipart(
+        request,
+        store,
+        file_parts={"weights"},
+        text_parts={"spec"},
+        max_file_bytes=settings.max_upload_bytes,
+    ) as form:
+        for part, where in (("spec", form.fields), ("weights", form.files)):
+            if part not in where:
+                raise InvalidInput(
+                    f"The `{part}` part is required.",
+                    errors=[{"field": f"body.{part}", "message": "required"}],
+                )
+        mv, job_id = await run_in_threadpool(
+            service.register,
+            session,
+            store,
+            tasks,
+            settings,
+            principal.tenant_id,
+            spec_raw=form.fields["spec"],
+            weights=form.files["weights"],
+        )
+        out = ModelOut.model_validate(mv)
+        out.validation_job_id = job_id
+        return out
+
+
+@router.get("", summary="List model versions, newest first")
+def list_models(
+    principal: Reader,
+    session: SessionDep,
+    settings: SettingsDep,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    status: Annotated[ModelStatus | None, Query(description="Filter by status")] = None,
+    dataset_id: Annotated[str | None, Query()] = None,
+    architecture: Annotated[str | None, Query()] = None,
+    lineage_id: Annotated[str | None, Query()] = None,
+) -> ModelPage:
+    secret = settings.secret_key.get_secret_value()
+    rows = repository.page(
+        session,
+        principal.tenant_id,
+        decode_cursor(secret, cursor) if cursor else None,
+        limit,
+        status=status.value if status else None,
+        dataset_id=dataset_id,
+        architecture=architecture,
+        lineage_id=lineage_id,
+    )
+    rows, nxt = finish_page(rows, limit, secret)
+    return ModelPage(items=[ModelOut.model_validate(r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/{model_id}", summary="One model version")
+def get_model(model_id: str, principal: Reader, session: SessionDep) -> ModelOut:
+    mv = service.load(session, principal.tenant_id, model_id)
+    out = ModelOut.model_validate(mv)
+    out.validation_job_id = repository.validation_job_id(session, mv.id)
+    return out
+
+
+@router.get(
+    "/{model_id}/weights",
+    summary="Download the weights (safetensors; supports Range)",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Part"}},
+)
+def download_weights(
+    model_id: str,
+    request: Request,
+    principal: Reader,
+    session: SessionDep,
+    store: StoreDep,
+) -> Response:
+    mv = service.load(session, principal.tenant_id, model_id)
+    if mv.status == ModelStatus.rejected:
+        raise Conflict(
+            f"Model {model_id} was rejected ({mv.status_reason}); its weights were not kept."
+        )
+    return download_response(
+        request, store, mv.weights_digest, f"{mv.name}-v{mv.version}.safetensors"
+    )

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Normalization(BaseModel):
+    """Per-channel ``(x / 255 - mean) / std`` applied to uint8 images before the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mean: list[float] = Field(min_length=1, max_length=16, examples=[[0.2860]])
+    std: list[float] = Field(min_length=1, max_length=16, examples=[[0.3530]])
+
+    @model_validator(mode="after")
+    def _check(self) -> Normalization:
+        if len(self.mean) != len(self.std):
+            raise ValueError("mean and std need one value per channel each")
+        if any(not (s > 0) for s in self.std):
+            raise ValueError("std values must be > 0")
+        return self
+
+
+class TrainingRecipe(BaseModel):
+    """How the uploaded model was trained. Retraining reuses it, and unlearning budgets are a
+    fraction of its optimizer steps."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(default=20, ge=1, le=10_000)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    lr: float = Field(default=0.01, gt=0, le=10)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0, le=1)
+    augment: bool = False
+    optimizer_steps: int | None = Field(
+        default=None, ge=1, description="Total optimizer steps, when known."
+    )
+
+
+MODEL_SPEC_EXAMPLE: dict[str, Any] = {
+    "name": "fmnist-cnn",
+    "architecture": "small_cnn",
+    "args": {"num_classes": 10},
+    "input_shape": [1, 28, 28],
+    "normalization": {"mean": [0.286], "std": [0.353]},
+    "dataset_id": "5d0c1f0e-3b7e-4c61-9a55-0f3f6f2b9a10",
+    "training": {"epochs": 20, "batch_size": 128, "lr": 0.05},
+}
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [MODEL_SPEC_EXAMPLE]})
+
+    name: str = Field(min_length=1, max_length=200)
+    architecture: str = Field(examples=["small_cnn", "resnet18_cifar"])
+    args: dict[str, Any] = Field(default_factory=dict)
+    input_shape: list[int] = Field(min_length=3, max_length=3, examples=[[1, 28, 28]])
+    normalization: Normalization | None = None
+    dataset_id: str
+    training: TrainingRecipe = Field(default_factory=TrainingRecipe)
+
+
+class ModelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    lineage_id: str
+    parent_id: str | None
+    version: int
+    status: str = Field(examples=["validating", "ready", "rejected"])
+    status_reason: str | None
+    architecture: str
+    arch_args: dict[str, Any]
+    input_shape: list[int]
+    normalization: dict[str, Any]
+    num_classes: int
+    training: dict[str, Any]
+    dataset_id: str
+    weights_digest: str | None
+    weights_size: int
+    baseline_metrics: dict[str, Any] | None
+    produced_by_request_id: str | None
+    validation_job_id: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ModelPage(BaseModel):
+    items: list[ModelOut]
+    next_cursor: str | None

@@ -1,0 +1,150 @@
+"""The model registry: intake of uploaded checkpoints, and their status.
+
+What can be checked without torch is checked here, before anything is stored: the spec, the
+dataset it names, and the weights file's safetensors structure. The deep check (the weights load
+into the architecture, a forward pass, baseline accuracy) runs as a ``validate_model`` job on a
+worker; the version stays ``validating`` until it answers ``ready`` or ``rejected``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from app.artifacts import service as artifacts
+from app.core.config import Settings
+from app.core.errors import InvalidArtifact, InvalidInput, NotFound
+from app.core.safetensors_check import SafetensorsError, inspect
+from app.core.storage import ArtifactStore
+from app.core.tasks import VALIDATE_MODEL, TaskSender
+from app.core.uploads import UploadedFile
+from app.datasets import repository as datasets
+from app.jobs import service as jobs
+from app.model_registry import repository
+from app.model_registry.schemas import ModelSpec, Normalization
+from app.models import ModelVersion
+from app.models.base import new_id
+from app.models.job import JobKind
+from app.models.model_version import ModelStatus
+from app.unlearning.spec import SpecError, validate_architecture
+
+# Weights are floating point; integer tensors appear only as BatchNorm's step counters.
+WEIGHT_DTYPES = frozenset({"F16", "BF16", "F32", "F64", "I64"})
+
+
+def _field_error(field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", errors=[{"field": field, "message": message}])
+
+
+def parse_spec(raw: str) -> ModelSpec:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise _field_error("body.spec", f"not valid JSON ({exc.msg})") from None
+    try:
+        return ModelSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {
+                "field": "body.spec." + ".".join(str(p) for p in e["loc"]),
+                "message": e["msg"],
+                "type": e["type"],
+            }
+            for e in exc.errors()
+        ]
+        fields = ", ".join(e["field"] for e in errors)
+        raise InvalidInput(f"Invalid model spec fields: {fields}", errors=errors) from None
+
+
+def register(
+    session: Session,
+    store: ArtifactStore,
+    tasks: TaskSender,
+    settings: Settings,
+    tenant_id: str,
+    *,
+    spec_raw: str,
+    weights: UploadedFile,
+) -> tuple[ModelVersion, str]:
+    """Check and record an upload; returns the new version and its validation job's ID."""
+    spec = parse_spec(spec_raw)
+    try:
+        args = validate_architecture(spec.architecture, spec.args, spec.input_shape)
+    except SpecError as exc:
+        raise _field_error(f"body.spec.{exc.field}", exc.message) from None
+    dataset = datasets.get(session, tenant_id, spec.dataset_id)
+    if dataset is None:
+        raise _field_error("body.spec.dataset_id", f"no dataset {spec.dataset_id} in this tenant")
+    if list(spec.input_shape) != list(dataset.image_shape):
+        raise _field_error(
+            "body.spec.input_shape",
+            f"{spec.input_shape} does not match the dataset's images {dataset.image_shape}",
+        )
+    num_classes = int(args["num_classes"])
+    if num_classes < dataset.num_classes:
+        raise _field_error(
+            "body.spec.args.num_classes",
+            f"{num_classes} outputs cannot cover the dataset's labels 0..{dataset.num_classes - 1}",
+        )
+    channels = spec.input_shape[0]
+    norm = spec.normalization or Normalization(mean=[0.0] * channels, std=[1.0] * channels)
+    if len(norm.mean) != channels:
+        raise _field_error("body.spec.normalization", f"needs {channels} values (one per channel)")
+
+    try:
+        st = inspect(weights.staged.local_path(), max_header_bytes=settings.max_header_bytes)
+    except SafetensorsError as exc:
+        raise InvalidArtifact(
+            f"weights: {exc}", errors=[{"field": "body.weights", "message": str(exc)}]
+        ) from None
+    if not st.tensors:
+        raise InvalidArtifact("weights: the file holds no tensors")
+    bad = sorted(n for n, t in st.tensors.items() if t.dtype not in WEIGHT_DTYPES)
+    if bad:
+        raise InvalidArtifact(
+            f"weights: tensors {bad[:10]} have dtypes that are not model weights"
+            f" (allowed: {sorted(WEIGHT_DTYPES)})",
+            errors=[{"field": "body.weights", "message": "unexpected tensor dtypes"}],
+        )
+
+    artifact = artifacts.ingest(session, store, weights.staged, "application/vnd.safetensors")
+    model_id = new_id()
+    mv = ModelVersion(
+        id=model_id,
+        tenant_id=tenant_id,
+        lineage_id=model_id,
+        parent_id=None,
+        version=1,
+        name=spec.name,
+        status=ModelStatus.validating,
+        architecture=spec.architecture,
+        arch_args=args,
+        input_shape=list(spec.input_shape),
+        normalization=norm.model_dump(),
+        num_classes=num_classes,
+        training=spec.training.model_dump(),
+        dataset_id=dataset.id,
+        weights_digest=artifact.digest,
+        weights_size=artifact.size,
+    )
+    session.add(mv)
+    session.flush()
+    job = jobs.create(
+        session,
+        tasks,
+        tenant_id=tenant_id,
+        kind=JobKind.validate_model,
+        task_name=VALIDATE_MODEL,
+        queue=settings.job_queue,
+        model_id=mv.id,
+    )
+    return mv, job.id
+
+
+def load(session: Session, tenant_id: str, model_id: str) -> ModelVersion:
+    mv = repository.get(session, tenant_id, model_id)
+    if mv is None:
+        raise NotFound(f"No model {model_id}.")
+    return mv

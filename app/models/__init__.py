@@ -1,0 +1,20 @@
+"""SQLAlchemy 2 typed tables, one file per table. Importing this package registers them all."""
+
+from app.models.api_key import ApiKey
+from app.models.artifact import Artifact
+from app.models.base import Base
+from app.models.dataset import Dataset
+from app.models.job import Job, JobTransition
+from app.models.model_version import ModelVersion
+from app.models.tenant import Tenant
+
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Base",
+    "Dataset",
+    "Job",
+    "JobTransition",
+    "ModelVersion",
+    "Tenant",
+]

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, CreatedMixin, IdMixin, utcnow
+
+
+class JobState(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.succeeded, JobState.failed, JobState.cancelled})
+
+
+class JobKind(StrEnum):
+    validate_model = "validate_model"
+
+
+class Job(IdMixin, CreatedMixin, Base):
+    """Work for a worker. The row, not the broker message, is the source of truth."""
+
+    __tablename__ = "jobs"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(16), index=True, default=JobState.queued)
+    model_id: Mapped[str | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
+    queue: Mapped[str] = mapped_column(String(16), default="cpu")
+    attempts: Mapped[int] = mapped_column(default=0)
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    claimed_by: Mapped[str | None] = mapped_column(String(200), default=None)
+    task_sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    started_at: Mapped[datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class JobTransition(Base):
+    """Append-only history of a job's states."""
+
+    __tablename__ = "job_transitions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16), default=None)
+    to_state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.core.deps import SessionDep
+from app.tenants import repository, service
+from app.tenants.dependencies import Admin, Reader
+from app.tenants.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut, Role, WhoAmI
+
+router = APIRouter(prefix="/v1", tags=["tenants"])
+
+
+@router.get("/whoami", summary="The tenant and role of the calling key")
+def whoami(principal: Reader, session: SessionDep) -> WhoAmI:
+    tenant = repository.get_tenant(session, principal.tenant_id)
+    assert tenant is not None  # a key cannot outlive its tenant (foreign key)
+    return WhoAmI(
+        tenant_id=tenant.id, tenant_name=tenant.name, key_id=principal.key_id, role=principal.role
+    )
+
+
+@router.get("/api-keys", summary="List the tenant's API keys (admin)")
+def list_keys(principal: Admin, session: SessionDep) -> ApiKeyList:
+    keys = repository.list_keys(session, principal.tenant_id)
+    return ApiKeyList(items=[ApiKeyOut.model_validate(k) for k in keys])
+
+
+@router.post(
+    "/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an API key (admin); the key is returned once",
+)
+def create_key(body: ApiKeyCreate, principal: Admin, session: SessionDep) -> ApiKeyCreated:
+    key, plaintext = service.create_key(session, principal.tenant_id, body.role, body.name)
+    return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=plaintext)
+
+
+@router.delete("/api-keys/{key_id}", summary="Revoke an API key (admin)")
+def revoke_key(key_id: str, principal: Admin, session: SessionDep) -> ApiKeyOut:
+    return ApiKeyOut.model_validate(service.revoke_key(session, principal.tenant_id, key_id))
+
+
+__all__ = ["Role", "router"]

@@ -1,0 +1,61 @@
+"""Tenants and API keys. Never commits: the caller's unit of work does."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.core import security
+from app.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from app.models import ApiKey, Tenant
+from app.models.base import utcnow
+from app.tenants import repository
+from app.tenants.schemas import Role
+
+
+def create_tenant(session: Session, name: str) -> tuple[Tenant, ApiKey, str]:
+    """Create a tenant and its first admin key; returns the key's plaintext (shown once)."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("A tenant needs a non-empty name.")
+    if repository.get_tenant_by_name(session, name) is not None:
+        raise Conflict(f"A tenant named {name!r} already exists.")
+    tenant = Tenant(name=name, settings={})
+    session.add(tenant)
+    session.flush()
+    key, plaintext = create_key(session, tenant.id, Role.admin, name="initial admin key")
+    return tenant, key, plaintext
+
+
+def create_key(session: Session, tenant_id: str, role: Role, name: str = "") -> tuple[ApiKey, str]:
+    if repository.get_tenant(session, tenant_id) is None:
+        raise NotFound(f"No tenant {tenant_id}.")
+    new = security.generate_key()
+    key = ApiKey(
+        id=new.key_id, tenant_id=tenant_id, name=name, role=role.value, secret_hash=new.secret_hash
+    )
+    session.add(key)
+    session.flush()
+    return key, new.plaintext
+
+
+def revoke_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
+    key = repository.get_key(session, key_id)
+    if key is None or key.tenant_id != tenant_id:
+        raise NotFound(f"No API key {key_id}.")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        session.flush()
+    return key
+
+
+def authenticate(session: Session, presented: str | None) -> ApiKey:
+    """Resolve a presented key; every failure looks the same to the caller."""
+    if not presented:
+        raise Unauthorized("Send an API key as `Authorization: Bearer <key>`.")
+    parts = security.split_key(presented)
+    key = repository.get_key(session, parts[0]) if parts else None
+    if parts is None or key is None or not security.secret_matches(parts[1], key.secret_hash):
+        raise Unauthorized("The API key is not valid.")
+    if key.revoked_at is not None:
+        raise Unauthorized("The API key has been revoked.")
+    return key

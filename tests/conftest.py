@@ -1,0 +1,116 @@
+"""Shared fixtures: a real PostgreSQL database built through Alembic, a real Redis broker, and
+per-test isolation by rolling back an outer transaction.
+
+Environment:
+- ``LETHE_TEST_DATABASE_URL``: an admin URL of a PostgreSQL server; a fresh ``lethe_test_*``
+  database is created there for the session (default: postgres on 127.0.0.1:5432).
+- ``LETHE_TEST_REDIS_URL``: Redis for the broker (default: redis://127.0.0.1:6379/15).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.config import Environment, Settings
+from app.core.db import make_engine
+from app.core.migrate import upgrade
+from app.core.tasks import TaskSender
+from app.main import create_app
+
+PG_ADMIN_URL = os.environ.get(
+    "LETHE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _with_db(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head by Alembic."""
+    name = f"lethe_test_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = _with_db(PG_ADMIN_URL, name)
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+                " AND pid <> pg_backend_pid()"
+            ),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def db_engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def connection(db_engine: Engine) -> Iterator[Connection]:
+    """One connection inside a transaction that is rolled back after the test: every commit the
+    app makes becomes a savepoint release, so tests never see each other's rows."""
+    conn = db_engine.connect()
+    outer = conn.begin()
+    yield conn
+    outer.rollback()
+    conn.close()
+
+
+@pytest.fixture()
+def session_factory(connection: Connection) -> sessionmaker[Session]:
+    return sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+@pytest.fixture()
+def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    session = session_factory()
+    yield session
+    session.close()
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        environment=Environment.test,
+        secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        artifact_uri=(tmp_path / "artifacts").as_uri(),
+        max_upload_bytes=64 * 1024**2,
+        auto_migrate=False,
+    )
+
+
+@pytest.fixture()
+def app(settings: Settings, db_engine: Engine, session_factory: sessionmaker[Session]):  # type: ignore[no-untyped-def]
+    application = create_app(settings, engine=db_engine, tasks=TaskSender(settings))
+    application.state.sessionmaker = session_factory
+    return application
+
+
+@pytest.fixture()
+def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
