@@ -96,7 +96,7 @@ def lying_header(data: bytes) -> bytes:
     """Valid safetensors bytes whose header claims a bigger tensor than the data holds."""
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8 : 8 + n])
-    name = next(k for k in header if k != "__metadata__")
+    name = next(k for k in header if k != "__metadata__" and header[k]["shape"])
     header[name]["shape"] = [header[name]["shape"][0] * 2, *header[name]["shape"][1:]]
     raw = json.dumps(header).encode()
     return len(raw).to_bytes(8, "little") + raw + data[8 + n :]

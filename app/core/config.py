@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     @property
     def mode(self) -> Mode:
         db = self.database_url or ""
-        if db.startswith("postgresql") and self.redis_url:
+        if db.startswith(("postgresql", "postgres://")) and self.redis_url:
             return Mode.production
         return Mode.embedded
 

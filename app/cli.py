@@ -1,0 +1,252 @@
+"""The ``lethe`` command: run the service, administer tenants and keys, import datasets, demo.
+
+Exit codes: 0 success, 1 the service refused or a check failed, 2 usage error, 3 could not reach
+the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from app.client import LetheClient
+    from app.core.config import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+def _settings() -> Settings:
+    from app.core.config import get_settings
+
+    return get_settings()
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app.main import create_app
+
+    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    # The worker is its own program: exec Celery rather than importing it into the API package.
+    argv = [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
+        "-Q", args.queue, "--pool", args.pool, "--concurrency", str(args.concurrency),
+        "--loglevel", args.log_level, "-n", f"lethe-{args.queue}@%h",
+    ]  # fmt: skip
+    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
+    return EXIT_OK  # pragma: no cover
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from app.core.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url, args.revision)
+    print(f"database at {args.revision}")
+    return EXIT_OK
+
+
+def _admin_session() -> AbstractContextManager[Session]:
+    from app.core.db import make_engine, make_sessionmaker, session_scope
+
+    settings = _settings()
+    return session_scope(make_sessionmaker(make_engine(settings.resolved_database_url)))
+
+
+def cmd_create_tenant(args: argparse.Namespace) -> int:
+    from app.tenants import service
+
+    with _admin_session() as session:
+        tenant, key, plaintext = service.create_tenant(session, args.name)
+        tenant_id, key_id = tenant.id, key.id
+    print(f"tenant_id: {tenant_id}\nkey_id:    {key_id}\nrole:      admin")
+    print(f"api_key:   {plaintext}\n(the key is shown once; store it now)")
+    return EXIT_OK
+
+
+def cmd_create_key(args: argparse.Namespace) -> int:
+    from app.tenants import repository, service
+    from app.tenants.schemas import Role
+
+    with _admin_session() as session:
+        tenant = repository.get_tenant(session, args.tenant) or repository.get_tenant_by_name(
+            session, args.tenant
+        )
+        if tenant is None:
+            print(f"error: no tenant {args.tenant!r}", file=sys.stderr)
+            return EXIT_FAILED
+        key, plaintext = service.create_key(session, tenant.id, Role(args.role), args.name)
+        key_id = key.id
+    print(f"key_id:  {key_id}\nrole:    {args.role}\napi_key: {plaintext}")
+    print("(the key is shown once; store it now)")
+    return EXIT_OK
+
+
+def cmd_revoke_key(args: argparse.Namespace) -> int:
+    from app.tenants import repository
+    from app.tenants import service as tenants
+
+    with _admin_session() as session:
+        key = repository.get_key(session, args.key_id)
+        if key is None:
+            print(f"error: no key {args.key_id}", file=sys.stderr)
+            return EXIT_FAILED
+        tenants.revoke_key(session, key.tenant_id, key.id)
+    print(f"revoked {args.key_id}")
+    return EXIT_OK
+
+
+def cmd_list_tenants(args: argparse.Namespace) -> int:
+    from app.tenants import repository
+
+    with _admin_session() as session:
+        for t in repository.list_tenants(session):
+            print(f"{t.id}  {t.name}")
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> LetheClient:
+    from app.client import LetheClient
+
+    key = args.api_key or os.environ.get("LETHE_API_KEY")
+    if not key:
+        raise SystemExit("error: pass --api-key or set LETHE_API_KEY")
+    return LetheClient(args.url, key)
+
+
+def _progress_bar(label: str) -> Callable[[int, int], None]:
+    def show(done: int, total: int) -> None:
+        width = 30
+        frac = done / total if total else 1.0
+        bar = "#" * int(frac * width)
+        sys.stderr.write(f"\r{label} [{bar:<{width}}] {frac * 100:5.1f}%")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_import_dataset(args: argparse.Namespace) -> int:
+    from app.client import LetheAPIError
+    from app.datasets import sources
+
+    try:
+        arrays: dict[str, Any] = (
+            sources.fashion_mnist(Path(args.path) if args.path else sources.FASHION_MNIST_DIR)
+            if args.source == "fashion-mnist"
+            else sources.digits()
+        )
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    with tempfile.TemporaryDirectory() as tmp:
+        path = sources.write_manifest(arrays, Path(tmp) / f"{args.source}.safetensors")
+        with _client(args) as client:
+            try:
+                ds = client.upload_dataset(
+                    path, name=args.name or args.source, on_progress=_progress_bar("upload")
+                )
+            except LetheAPIError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+    print(f"dataset_id: {ds['id']}  samples: {ds['num_samples']}  classes: {ds['num_classes']}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from app.demo import run_demo
+
+    return run_demo(data_dir=Path(args.data_dir), port=args.port, dataset=args.dataset)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lethe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("api", help="run the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run a Celery worker (needs the [worker] extra)")
+    p.add_argument("--queue", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--pool", choices=["solo", "prefork", "threads"], default="solo")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    p = db.add_parser("upgrade", help="apply Alembic migrations")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_db_upgrade)
+
+    admin = sub.add_parser("admin", help="tenants and keys (talks to the database directly)")
+    asub = admin.add_subparsers(dest="admin", required=True)
+    p = asub.add_parser("create-tenant", help="create a tenant and print its first admin key")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_create_tenant)
+    p = asub.add_parser("create-key", help="create an API key and print it once")
+    p.add_argument("--tenant", required=True, help="tenant ID or name")
+    p.add_argument("--role", required=True, choices=["admin", "member", "auditor"])
+    p.add_argument("--name", default="")
+    p.set_defaults(func=cmd_create_key)
+    p = asub.add_parser("revoke-key", help="revoke an API key by its ID")
+    p.add_argument("key_id")
+    p.set_defaults(func=cmd_revoke_key)
+    p = asub.add_parser("list-tenants")
+    p.set_defaults(func=cmd_list_tenants)
+
+    ds = sub.add_parser("datasets", help="datasets").add_subparsers(dest="datasets", required=True)
+    p = ds.add_parser("import", help="register a dataset that ships offline")
+    p.add_argument("source", choices=["fashion-mnist", "digits"])
+    p.add_argument("--path", help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--name")
+    p.add_argument("--url", default=os.environ.get("LETHE_URL", "http://127.0.0.1:8000"))
+    p.add_argument("--api-key")
+    p.set_defaults(func=cmd_import_dataset)
+
+    p = sub.add_parser("demo", help="run the whole flow on the embedded default")
+    p.add_argument("--data-dir", default=".lethe/demo")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--dataset", choices=["digits", "fashion-mnist"], default="digits")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from app.core.errors import LetheError
+
+        if isinstance(exc, LetheError):
+            print(f"error: {exc.detail}", file=sys.stderr)
+            return EXIT_FAILED
+        import httpx
+
+        if isinstance(exc, httpx.TransportError):
+            print(f"error: cannot reach the service: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

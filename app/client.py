@@ -1,0 +1,197 @@
+"""A small Python client for Lethe's HTTP API (httpx).
+
+>>> client = LetheClient("http://127.0.0.1:8000", api_key="lethe_...")  # doctest: +SKIP
+>>> ds = client.upload_dataset("digits.safetensors", name="digits")    # doctest: +SKIP
+
+Every non-2xx answer raises :class:`LetheAPIError`, which carries the RFC 9457 problem.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+
+TERMINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class LetheError(Exception):
+    """Base class of the client's errors."""
+
+
+class LetheAPIError(LetheError):
+    def __init__(self, status: int, problem: dict[str, Any]) -> None:
+        self.status = status
+        self.problem = problem
+        detail = problem.get("detail") or problem.get("title") or "request failed"
+        super().__init__(f"HTTP {status}: {detail}")
+
+
+class LetheTimeout(LetheError):
+    pass
+
+
+def _file_stream(
+    fh: BinaryIO, total: int, on_progress: Callable[[int, int], None] | None
+) -> Iterator[bytes]:
+    sent = 0
+    while chunk := fh.read(1024 * 1024):
+        sent += len(chunk)
+        if on_progress:
+            on_progress(sent, total)
+        yield chunk
+
+
+class LetheClient:
+    def __init__(self, base_url: str, api_key: str | None = None, *, timeout: float = 60.0) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> LetheClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, res: httpx.Response) -> httpx.Response:
+        if res.status_code >= 400:
+            try:
+                problem = res.json()
+            except ValueError:
+                problem = {"detail": res.text[:500]}
+            raise LetheAPIError(res.status_code, problem)
+        return res
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        res = self._check(self._http.request(method, path, **kwargs))
+        return res.json() if res.content else None
+
+    # -- health and identity -------------------------------------------------------------------
+    def ready(self) -> bool:
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def whoami(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/whoami"))
+
+    # -- uploads -------------------------------------------------------------------------------
+    def _multipart(
+        self,
+        path: str,
+        files: dict[str, Path],
+        fields: dict[str, str],
+        on_progress: Callable[[int, int], None] | None,
+    ) -> dict[str, Any]:
+        # httpx streams file objects in multipart bodies, so large files are never held whole.
+        handles = {name: open(p, "rb") for name, p in files.items()}  # noqa: SIM115
+        try:
+            total = sum(p.stat().st_size for p in files.values())
+            sent = [0]
+
+            class _Counting:
+                def __init__(self, fh: BinaryIO) -> None:
+                    self._fh = fh
+
+                def read(self, n: int = -1) -> bytes:
+                    data = self._fh.read(n)
+                    sent[0] += len(data)
+                    if on_progress:
+                        on_progress(sent[0], total)
+                    return data
+
+            multipart = {n: (files[n].name, _Counting(fh)) for n, fh in handles.items()}
+            return dict(self.request("POST", path, files=multipart, data=fields))
+        finally:
+            for fh in handles.values():
+                fh.close()
+
+    def upload_dataset(
+        self,
+        train: str | Path,
+        *,
+        name: str,
+        test: str | Path | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        files = {"train": Path(train)}
+        if test is not None:
+            files["test"] = Path(test)
+        return self._multipart("/v1/datasets", files, {"name": name}, on_progress)
+
+    def upload_model(
+        self,
+        weights: str | Path,
+        spec: dict[str, Any],
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, Any]:
+        return self._multipart(
+            "/v1/models", {"weights": Path(weights)}, {"spec": json.dumps(spec)}, on_progress
+        )
+
+    # -- reads ---------------------------------------------------------------------------------
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/datasets/{dataset_id}"))
+
+    def get_model(self, model_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/models/{model_id}"))
+
+    def get_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/jobs/{job_id}"))
+
+    def list_models(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        yield from self._paginate("/v1/models", filters)
+
+    def list_datasets(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        yield from self._paginate("/v1/datasets", filters)
+
+    def _paginate(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        cursor: str | None = None
+        while True:
+            page = self.request(
+                "GET", path, params={**params, **({"cursor": cursor} if cursor else {})}
+            )
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def download_weights(self, model_id: str, dest: str | Path) -> Path:
+        dest = Path(dest)
+        with self._http.stream("GET", f"/v1/models/{model_id}/weights") as res:
+            if res.status_code >= 400:
+                res.read()
+                self._check(res)
+            tmp = dest.with_suffix(dest.suffix + ".part")
+            with open(tmp, "wb") as fh:
+                for chunk in res.iter_bytes(1024 * 1024):
+                    fh.write(chunk)
+            tmp.replace(dest)
+        return dest
+
+    def wait_for_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 600,
+        interval: float = 0.5,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get_job(job_id)
+            if on_update:
+                on_update(job)
+            if job["state"] in TERMINAL_JOB_STATES:
+                return job
+            if time.monotonic() > deadline:
+                raise LetheTimeout(f"job {job_id} still {job['state']} after {timeout:.0f} s")
+            time.sleep(interval)

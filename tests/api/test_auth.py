@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from tests.factories import make_tenant
+
+
+def assert_problem(res, status: int) -> None:  # type: ignore[no-untyped-def]
+    assert res.status_code == status, res.text
+    assert res.headers["content-type"] == "application/problem+json"
+    body = res.json()
+    assert body["status"] == status and body["type"].startswith("https://")
+    assert body["title"] and body["detail"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Bearer lethe_0000000000000000_wrongsecret"},
+        {"X-API-Key": "lethe_"},
+    ],
+    ids=["no-key", "garbage", "unknown-key", "empty-parts"],
+)
+def test_missing_or_wrong_key_is_401(client: TestClient, headers: dict[str, str]) -> None:
+    for path in ("/v1/datasets", "/v1/models", "/v1/whoami"):
+        res = client.get(path, headers=headers)
+        assert_problem(res, 401)
+        assert res.headers["www-authenticate"] == "Bearer"
+
+
+def test_wrong_secret_of_a_real_key_is_401(client: TestClient, db: Session) -> None:
+    keys = make_tenant(db, "acme")
+    key_id = keys.member.split("_")[1]
+    assert_problem(
+        client.get("/v1/whoami", headers={"Authorization": f"Bearer lethe_{key_id}_x"}), 401
+    )
+
+
+def test_roles_and_key_management(client: TestClient, db: Session) -> None:
+    keys = make_tenant(db, "acme")
+    me = client.get("/v1/whoami", headers=keys.headers("auditor")).json()
+    assert me["role"] == "auditor" and me["tenant_name"] == "acme"
+    # X-API-Key works as well as the bearer header.
+    assert client.get("/v1/whoami", headers={"X-API-Key": keys.member}).status_code == 200
+
+    for role in ("member", "auditor"):
+        assert_problem(client.get("/v1/api-keys", headers=keys.headers(role)), 403)
+        assert_problem(
+            client.post("/v1/api-keys", json={"role": "admin"}, headers=keys.headers(role)), 403
+        )
+
+    created = client.post(
+        "/v1/api-keys", json={"role": "member", "name": "ci"}, headers=keys.headers("admin")
+    )
+    assert created.status_code == 201
+    new_key = created.json()["key"]
+    assert (
+        client.get("/v1/whoami", headers={"Authorization": f"Bearer {new_key}"}).json()["role"]
+        == "member"
+    )
+    listed = client.get("/v1/api-keys", headers=keys.headers("admin")).json()["items"]
+    assert created.json()["id"] in {k["id"] for k in listed}
+    assert all("key" not in k and "secret_hash" not in k for k in listed)
+
+    revoked = client.delete(f"/v1/api-keys/{created.json()['id']}", headers=keys.headers("admin"))
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"]
+    res = client.get("/v1/whoami", headers={"Authorization": f"Bearer {new_key}"})
+    assert_problem(res, 401)
+    assert "revoked" in res.json()["detail"]
+
+
+def test_bad_role_is_a_validation_problem(client: TestClient, db: Session) -> None:
+    keys = make_tenant(db, "acme")
+    res = client.post("/v1/api-keys", json={"role": "root"}, headers=keys.headers("admin"))
+    assert_problem(res, 422)
+    assert res.json()["errors"][0]["field"] == "body.role"
+
+
+def test_unknown_route_and_method_are_problems(client: TestClient, db: Session) -> None:
+    keys = make_tenant(db, "acme")
+    assert_problem(client.get("/v1/nothing-here", headers=keys.headers()), 404)
+    assert_problem(client.put("/v1/datasets", headers=keys.headers()), 405)
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    ready = client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}

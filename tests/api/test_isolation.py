@@ -1,0 +1,58 @@
+"""Every endpoint that names a resource answers 404 to another tenant, exactly as for a missing
+resource. Routes are enumerated from the app, so a new endpoint is covered automatically."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from tests.api.test_models import ARGS, real_weights, upload
+from tests.factories import dataset_arrays, make_tenant, model_spec, safetensors_bytes
+
+
+def test_other_tenants_resources_answer_404_like_missing_ones(
+    client: TestClient, db: Session
+) -> None:
+    acme = make_tenant(db, "acme")
+    globex = make_tenant(db, "globex")
+    ds = client.post(
+        "/v1/datasets",
+        files={"train": ("t", safetensors_bytes(dataset_arrays()), "application/octet-stream")},
+        data={"name": "toy"},
+        headers=acme.headers(),
+    ).json()
+    model = upload(client, acme, model_spec(ds["id"], args=ARGS), real_weights()).json()
+    acme_key_id = acme.member.split("_")[1]
+    values = {
+        "dataset_id": ds["id"],
+        "model_id": model["id"],
+        "job_id": model["validation_job_id"],
+        "key_id": acme_key_id,
+        "split": "train",
+    }
+    missing = {k: "00000000-0000-0000-0000-000000000000" for k in values} | {"split": "train"}
+    missing["key_id"] = "0000000000000000"
+
+    paths = client.get("/openapi.json").json()["paths"]
+    routes = {path: ops for path, ops in paths.items() if "{" in path}
+    assert len(routes) >= 5
+    checked = 0
+    for path, ops in routes.items():
+        params = re.findall(r"{(\w+)}", path)
+        unknown = set(params) - set(values)
+        assert not unknown, f"add {unknown} to this test so {path} is covered"
+        for method in ops:
+            own = client.request(method, path.format(**values), headers=acme.headers("admin"))
+            assert own.status_code != 404, f"{method} {path} should exist for its tenant"
+            theirs = client.request(method, path.format(**values), headers=globex.headers("admin"))
+            absent = client.request(method, path.format(**missing), headers=globex.headers("admin"))
+            assert theirs.status_code == 404, f"{method} {path}: {theirs.status_code}"
+            assert theirs.headers["content-type"] == "application/problem+json"
+            assert absent.status_code == 404
+            # Same shape: nothing tells "exists elsewhere" from "does not exist".
+            assert theirs.json().keys() == absent.json().keys()
+            assert theirs.json()["type"] == absent.json()["type"]
+            checked += 1
+    assert checked >= 6

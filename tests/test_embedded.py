@@ -1,0 +1,103 @@
+"""The embedded default: SQLite, local artifacts and a broker spool on disk, no services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import cli
+from app.core.config import Environment, Mode, Settings, get_settings
+from app.core.storage import open_store
+from app.main import create_app
+from app.tenants import service as tenants
+from tests.api.test_models import ARGS, real_weights
+from tests.factories import dataset_arrays, model_spec, safetensors_bytes
+from worker.context import WorkerContext
+from worker.jobs import claim
+from worker.tasks.validate_model import run_validation
+
+
+def test_settings_modes_and_placeholder_secret(tmp_path: Path) -> None:
+    embedded = Settings(data_dir=tmp_path)
+    assert embedded.mode is Mode.embedded
+    assert embedded.resolved_database_url == f"sqlite:///{tmp_path.resolve() / 'lethe.db'}"
+    assert embedded.broker_url == "filesystem://"
+    prod = Settings(
+        database_url="postgres://u@db/lethe", redis_url="redis://r:6379/0",
+        environment=Environment.production, secret_key="x" * 40,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert prod.mode is Mode.production
+    assert prod.resolved_database_url.startswith("postgresql+psycopg://")
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(environment=Environment.production)
+    with pytest.raises(ValueError, match="placeholder"):
+        Settings(environment=Environment.test, secret_key="changethis")  # type: ignore[arg-type]
+
+
+def test_embedded_flow_on_sqlite(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "lethe")
+    app = create_app(settings)
+    with TestClient(app) as client:  # the lifespan migrates the SQLite file
+        with app.state.sessionmaker() as session:
+            _, _, key = tenants.create_tenant(session, "solo")
+            session.commit()
+        headers = {"Authorization": f"Bearer {key}"}
+        ds = client.post(
+            "/v1/datasets",
+            files={"train": ("t", safetensors_bytes(dataset_arrays()), "application/octet-stream")},
+            data={"name": "toy"},
+            headers=headers,
+        )
+        assert ds.status_code == 201, ds.text
+        model = client.post(
+            "/v1/models",
+            files={"weights": ("w", real_weights(), "application/octet-stream")},
+            data={"spec": model_spec(ds.json()["id"], args=ARGS)},
+            headers=headers,
+        )
+        assert model.status_code == 202, model.text
+        # The task went to the on-disk broker spool: no server involved.
+        spool = settings.broker_spool_dir / "queue"
+        assert any(spool.iterdir())
+
+        ctx = WorkerContext(
+            settings=settings,
+            engine=app.state.engine,
+            sessionmaker=app.state.sessionmaker,
+            store=open_store(settings.resolved_artifact_uri),
+            name="embedded-test",
+        )
+        job_id = model.json()["validation_job_id"]
+        assert claim(ctx, job_id)
+        run_validation(ctx, job_id)
+        after = client.get(f"/v1/models/{model.json()['id']}", headers=headers).json()
+        assert after["status"] == "ready"
+        assert client.get("/readyz").json()["checks"] == {"database": "ok"}
+
+
+def test_cli_admin_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LETHE_DATA_DIR", str(tmp_path / "cli"))
+    for var in ("LETHE_DATABASE_URL", "LETHE_REDIS_URL", "LETHE_ARTIFACT_URI"):
+        monkeypatch.delenv(var, raising=False)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["db", "upgrade"]) == 0
+        assert cli.main(["admin", "create-tenant", "acme"]) == 0
+        out = capsys.readouterr().out
+        assert "api_key:   lethe_" in out
+        assert cli.main(["admin", "create-key", "--tenant", "acme", "--role", "auditor"]) == 0
+        out = capsys.readouterr().out
+        key_id = out.split("key_id:")[1].split()[0]
+        assert cli.main(["admin", "revoke-key", key_id]) == 0
+        assert cli.main(["admin", "create-tenant", "acme"]) == 1  # duplicate name
+        assert "already exists" in capsys.readouterr().err
+        assert cli.main(["admin", "create-key", "--tenant", "nope", "--role", "member"]) == 1
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["admin", "create-key", "--tenant", "acme", "--role", "root"])
+        assert exc.value.code == 2
+    finally:
+        get_settings.cache_clear()

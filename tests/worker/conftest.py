@@ -1,0 +1,141 @@
+"""A real Celery worker process, on its own committed PostgreSQL database and Redis DB.
+
+Rows must be committed for another process to see them, so these tests do not use the rollback
+isolation of the API tests; they get a database of their own instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, create_engine, text
+
+from app.core.config import Environment, Settings
+from app.core.db import make_engine
+from app.core.migrate import upgrade
+from app.core.tasks import TaskSender
+from app.main import create_app
+from tests.conftest import PG_ADMIN_URL, _with_db
+
+WORKER_REDIS = os.environ.get("LETHE_TEST_WORKER_REDIS_URL", "redis://127.0.0.1:6379/14")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def committed_url() -> Iterator[str]:
+    name = f"lethe_worker_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = _with_db(PG_ADMIN_URL, name)
+    upgrade(url)
+    yield url
+    with admin.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+                " AND pid <> pg_backend_pid()"
+            ),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def worker_settings(committed_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    root = tmp_path_factory.mktemp("worker")
+    return Settings(
+        environment=Environment.test,
+        secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
+        data_dir=root / "data",
+        database_url=committed_url,
+        redis_url=WORKER_REDIS,
+        artifact_uri=(root / "artifacts").as_uri(),
+        auto_migrate=False,
+    )
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(
+        LETHE_ENVIRONMENT=settings.environment.value,
+        LETHE_SECRET_KEY=settings.secret_key.get_secret_value(),
+        LETHE_DATA_DIR=str(settings.data_dir),
+        LETHE_DATABASE_URL=str(settings.database_url),
+        LETHE_REDIS_URL=str(settings.redis_url),
+        LETHE_ARTIFACT_URI=settings.resolved_artifact_uri,
+    )
+    return env
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log: Path) -> None:
+        self.settings = settings
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        # The child keeps its own copy of the descriptor; ours can close at once.
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "cpu",
+                 "--pool", "solo", "--loglevel", "info", "-n", f"test-{secrets.token_hex(3)}@%h"],
+                cwd=ROOT, env=worker_env(self.settings), stdout=fh, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def celery_worker(
+    worker_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    redis.Redis.from_url(WORKER_REDIS).flushdb()
+    proc = WorkerProcess(worker_settings, tmp_path_factory.mktemp("logs") / "worker.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def committed_engine(committed_url: str) -> Iterator[Engine]:
+    engine = make_engine(committed_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture()
+def live_client(worker_settings: Settings, committed_engine: Engine) -> Iterator[TestClient]:
+    app = create_app(worker_settings, engine=committed_engine, tasks=TaskSender(worker_settings))
+    with TestClient(app) as client:
+        yield client
+
+
+def wait_until(predicate, timeout: float = 60, interval: float = 0.2) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
