@@ -12,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import Engine
 
 from app import __version__
+from app.audit.endpoints import router as audit_router
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_handlers
@@ -87,7 +88,14 @@ def create_app(
     app.state.store = open_store(settings.resolved_artifact_uri)
     app.state.tasks = tasks or TaskSender(settings)
     install_handlers(app)
-    for router in (health_router, tenants_router, datasets_router, models_router, jobs_router):
+    for router in (
+        health_router,
+        tenants_router,
+        datasets_router,
+        models_router,
+        jobs_router,
+        audit_router,
+    ):
         app.include_router(router)
 
     def _openapi() -> dict[str, Any]:

@@ -40,9 +40,14 @@ def load_manifest(
 
     def _ds(raw: dict[str, Any], ids: Any, name: str) -> ArrayDataset:
         return make_dataset(
-            raw["images"], raw["labels"], num_classes=num_classes, sample_ids=ids,
-            mean=mean, std=std, name=name,
-        )  # fmt: skip
+            raw["images"],
+            raw["labels"],
+            num_classes=num_classes,
+            sample_ids=ids,
+            mean=mean,
+            std=std,
+            name=name,
+        )
 
     ids = train_raw.get("sample_ids")
     train = _ds(train_raw, ids, "train")

@@ -21,7 +21,13 @@ def claim(ctx: WorkerContext, job_id: str) -> bool:
             return False
         job.attempts += 1
         job.claimed_by = ctx.name
-        transition(session, job, JobState.running, f"claimed by {ctx.name}, attempt {job.attempts}")
+        transition(
+            session,
+            job,
+            JobState.running,
+            f"claimed by {ctx.name}, attempt {job.attempts}",
+            actor=f"worker:{ctx.name}",
+        )
         return True
 
 

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.artifacts.service import download_response
+from app.audit import service as audit
 from app.core.deps import SessionDep, SettingsDep, StoreDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.openapi import multipart_body
@@ -63,6 +64,7 @@ async def upload_dataset(
             name=form.fields.get("name", ""),
             train=form.files["train"],
             test=form.files.get("test"),
+            actor=principal.key_id,
         )
         return DatasetOut.model_validate(ds)
 
@@ -107,4 +109,13 @@ def download_dataset_file(
     digest = ds.train_digest if split == "train" else ds.test_digest
     if digest is None:
         raise NotFound(f"Dataset {dataset_id} has no test split.")
+    audit.record(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.key_id,
+        action="dataset.downloaded",
+        subject_type="dataset",
+        subject_id=ds.id,
+        payload={"split": split, "digest": digest, "range": request.headers.get("range")},
+    )
     return download_response(request, store, digest, f"{ds.name}-{split}.safetensors")

@@ -77,9 +77,10 @@ def _split(
         )
     if lab.dtype != "I64" or len(lab.shape) != 1:
         raise _refuse(
-            part, f"tensor {labels!r} must be a 1-d int64 tensor, got {lab.dtype} {lab.shape}",
+            part,
+            f"tensor {labels!r} must be a 1-d int64 tensor, got {lab.dtype} {lab.shape}",
             labels,
-        )  # fmt: skip
+        )
     n = img.shape[0]
     if lab.shape[0] != n:
         raise _refuse(part, f"{n} images but {lab.shape[0]} labels; the counts must match", labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from app.artifacts import service as artifacts
+from app.audit import service as audit
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
 from app.core.storage import ArtifactStore
@@ -24,6 +25,7 @@ def register(
     name: str,
     train: UploadedFile,
     test: UploadedFile | None,
+    actor: str,
     source: str = "upload",
 ) -> Dataset:
     """Check the manifest, store its files by digest and record it. Raises before anything is
@@ -64,6 +66,19 @@ def register(
     )
     session.add(ds)
     session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="dataset.created",
+        subject_type="dataset",
+        subject_id=ds.id,
+        payload={
+            "train_digest": ds.train_digest,
+            "test_digest": ds.test_digest,
+            "sample_ids_digest": ds.sample_ids_digest,
+        },
+    )
     return ds
 
 

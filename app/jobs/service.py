@@ -6,8 +6,11 @@ with it, so the history cannot disagree with the state.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.orm import Session
 
+from app.audit import service as audit
 from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound
 from app.core.tasks import TaskSender
@@ -28,7 +31,9 @@ ALLOWED: dict[JobState, frozenset[JobState]] = {
 }
 
 
-def transition(session: Session, job: Job, to: JobState, reason: str = "") -> None:
+def transition(
+    session: Session, job: Job, to: JobState, reason: str = "", actor: str = "system"
+) -> None:
     current = JobState(job.state)
     if to not in ALLOWED[current]:
         raise Conflict(f"Job {job.id} cannot go from {current} to {to}.")
@@ -43,6 +48,15 @@ def transition(session: Session, job: Job, to: JobState, reason: str = "") -> No
         JobTransition(job_id=job.id, from_state=current, to_state=to, at=now, reason=reason)
     )
     session.flush()
+    audit.record(
+        session,
+        tenant_id=job.tenant_id,
+        actor=actor,
+        action=f"job.{to.value}",
+        subject_type="job",
+        subject_id=job.id,
+        payload={"from": current.value, "reason": reason},
+    )
 
 
 def create(
@@ -53,15 +67,41 @@ def create(
     kind: str,
     task_name: str,
     queue: str,
+    actor: str,
     model_id: str | None = None,
+    **fields: Any,
 ) -> Job:
     """Add a queued job; its task is sent only once the surrounding transaction commits."""
-    job = Job(tenant_id=tenant_id, kind=kind, state=JobState.queued, model_id=model_id, queue=queue)
+    job = Job(
+        tenant_id=tenant_id,
+        kind=kind,
+        state=JobState.queued,
+        model_id=model_id,
+        queue=queue,
+        task_sent_at=utcnow(),
+        **fields,
+    )
     session.add(job)
     session.flush()
-    session.add(JobTransition(job_id=job.id, from_state=None, to_state=JobState.queued,
-                              at=job.created_at, reason="submitted"))  # fmt: skip
+    session.add(
+        JobTransition(
+            job_id=job.id,
+            from_state=None,
+            to_state=JobState.queued,
+            at=job.created_at,
+            reason="submitted",
+        )
+    )
     session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="job.queued",
+        subject_type="job",
+        subject_id=job.id,
+        payload={"kind": kind, "queue": queue},
+    )
     job_id = job.id
 
     def _send() -> None:

@@ -7,6 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from app.artifacts.service import download_response
+from app.audit import service as audit
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
 from app.core.errors import Conflict, InvalidInput
 from app.core.openapi import multipart_body
@@ -68,6 +69,7 @@ async def upload_model(
             principal.tenant_id,
             spec_raw=form.fields["spec"],
             weights=form.files["weights"],
+            actor=principal.key_id,
         )
         out = ModelOut.model_validate(mv)
         out.validation_job_id = job_id
@@ -121,12 +123,29 @@ def download_weights(
     principal: Reader,
     session: SessionDep,
     store: StoreDep,
+    allow_uncertified: Annotated[
+        bool, Query(description="Also serve a version whose certificate failed the policy gate.")
+    ] = False,
 ) -> Response:
     mv = service.load(session, principal.tenant_id, model_id)
     if mv.status == ModelStatus.rejected:
         raise Conflict(
             f"Model {model_id} was rejected ({mv.status_reason}); its weights were not kept."
         )
+    if mv.status == ModelStatus.uncertified and not allow_uncertified:
+        raise Conflict(
+            f"Model {model_id} failed the unlearning policy gate ({mv.status_reason}); pass"
+            " allow_uncertified=true to download it anyway."
+        )
+    audit.record(
+        session,
+        tenant_id=principal.tenant_id,
+        actor=principal.key_id,
+        action="model.downloaded",
+        subject_type="model",
+        subject_id=mv.id,
+        payload={"digest": mv.weights_digest, "range": request.headers.get("range")},
+    )
     return download_response(
         request, store, mv.weights_digest, f"{mv.name}-v{mv.version}.safetensors"
     )

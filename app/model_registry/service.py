@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.artifacts import service as artifacts
+from app.audit import service as audit
 from app.core.config import Settings
 from app.core.errors import InvalidArtifact, InvalidInput, NotFound
 from app.core.safetensors_check import SafetensorsError, inspect
@@ -67,6 +68,7 @@ def register(
     *,
     spec_raw: str,
     weights: UploadedFile,
+    actor: str,
 ) -> tuple[ModelVersion, str]:
     """Check and record an upload; returns the new version and its validation job's ID."""
     spec = parse_spec(spec_raw)
@@ -131,6 +133,15 @@ def register(
     )
     session.add(mv)
     session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="model.uploaded",
+        subject_type="model",
+        subject_id=mv.id,
+        payload={"weights_digest": mv.weights_digest, "spec": spec.model_dump(mode="json")},
+    )
     job = jobs.create(
         session,
         tasks,
@@ -139,6 +150,7 @@ def register(
         task_name=VALIDATE_MODEL,
         queue=settings.job_queue,
         model_id=mv.id,
+        actor=actor,
     )
     return mv, job.id
 

@@ -2,8 +2,12 @@
 
 from app.models.api_key import ApiKey
 from app.models.artifact import Artifact
+from app.models.audit_event import AuditEvent
 from app.models.base import Base
+from app.models.certificate import Certificate, SigningKey
 from app.models.dataset import Dataset
+from app.models.evaluation import Evaluation
+from app.models.forget_request import ForgetRequest
 from app.models.job import Job, JobTransition
 from app.models.model_version import ModelVersion
 from app.models.tenant import Tenant
@@ -11,10 +15,15 @@ from app.models.tenant import Tenant
 __all__ = [
     "ApiKey",
     "Artifact",
+    "AuditEvent",
     "Base",
+    "Certificate",
     "Dataset",
+    "Evaluation",
+    "ForgetRequest",
     "Job",
     "JobTransition",
     "ModelVersion",
+    "SigningKey",
     "Tenant",
 ]

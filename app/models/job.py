@@ -23,6 +23,7 @@ TERMINAL_STATES = frozenset({JobState.succeeded, JobState.failed, JobState.cance
 
 class JobKind(StrEnum):
     validate_model = "validate_model"
+    unlearn = "unlearn"
 
 
 class Job(IdMixin, CreatedMixin, Base):
@@ -33,7 +34,20 @@ class Job(IdMixin, CreatedMixin, Base):
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), index=True, default=JobState.queued)
+    # validate_model: the uploaded version. unlearn: the version the job started from.
     model_id: Mapped[str | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
+    lineage_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    result_model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("model_versions.id"), default=None
+    )
+    method: Mapped[str | None] = mapped_column(String(32), default=None)
+    method_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reference_eval: Mapped[bool] = mapped_column(default=False)
+    seed: Mapped[int] = mapped_column(default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # Set when a request joined a queued job instead of starting its own.
+    coalesced: Mapped[bool] = mapped_column(default=False)
+    outcome: Mapped[dict[str, Any]] = mapped_column(default=dict)
     queue: Mapped[str] = mapped_column(String(16), default="cpu")
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=3)

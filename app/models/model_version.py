@@ -43,4 +43,8 @@ class ModelVersion(IdMixin, CreatedMixin, Base):
     baseline_metrics: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     # The forget request that produced this version (None for an uploaded root).
     produced_by_request_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    produced_by_job_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    # Every sample forgotten anywhere in this version's ancestry, and a digest of the set.
+    forgotten_count: Mapped[int] = mapped_column(default=0)
+    forgotten_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -31,13 +31,16 @@ def list_keys(principal: Admin, session: SessionDep) -> ApiKeyList:
     summary="Create an API key (admin); the key is returned once",
 )
 def create_key(body: ApiKeyCreate, principal: Admin, session: SessionDep) -> ApiKeyCreated:
-    key, plaintext = service.create_key(session, principal.tenant_id, body.role, body.name)
+    key, plaintext = service.create_key(
+        session, principal.tenant_id, body.role, body.name, actor=principal.key_id
+    )
     return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=plaintext)
 
 
 @router.delete("/api-keys/{key_id}", summary="Revoke an API key (admin)")
 def revoke_key(key_id: str, principal: Admin, session: SessionDep) -> ApiKeyOut:
-    return ApiKeyOut.model_validate(service.revoke_key(session, principal.tenant_id, key_id))
+    key = service.revoke_key(session, principal.tenant_id, key_id, actor=principal.key_id)
+    return ApiKeyOut.model_validate(key)
 
 
 __all__ = ["Role", "router"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
+from app.audit import service as audit
 from app.core import security
 from app.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from app.models import ApiKey, Tenant
@@ -12,7 +13,7 @@ from app.tenants import repository
 from app.tenants.schemas import Role
 
 
-def create_tenant(session: Session, name: str) -> tuple[Tenant, ApiKey, str]:
+def create_tenant(session: Session, name: str, actor: str = "cli") -> tuple[Tenant, ApiKey, str]:
     """Create a tenant and its first admin key; returns the key's plaintext (shown once)."""
     name = name.strip()
     if not name:
@@ -22,11 +23,22 @@ def create_tenant(session: Session, name: str) -> tuple[Tenant, ApiKey, str]:
     tenant = Tenant(name=name, settings={})
     session.add(tenant)
     session.flush()
-    key, plaintext = create_key(session, tenant.id, Role.admin, name="initial admin key")
+    audit.record(
+        session,
+        tenant_id=tenant.id,
+        actor=actor,
+        action="tenant.created",
+        subject_type="tenant",
+        subject_id=tenant.id,
+        payload={"name": name},
+    )
+    key, plaintext = create_key(session, tenant.id, Role.admin, "initial admin key", actor)
     return tenant, key, plaintext
 
 
-def create_key(session: Session, tenant_id: str, role: Role, name: str = "") -> tuple[ApiKey, str]:
+def create_key(
+    session: Session, tenant_id: str, role: Role, name: str = "", actor: str = "cli"
+) -> tuple[ApiKey, str]:
     if repository.get_tenant(session, tenant_id) is None:
         raise NotFound(f"No tenant {tenant_id}.")
     new = security.generate_key()
@@ -35,16 +47,33 @@ def create_key(session: Session, tenant_id: str, role: Role, name: str = "") -> 
     )
     session.add(key)
     session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="api_key.created",
+        subject_type="api_key",
+        subject_id=key.id,
+        payload={"role": role.value, "name": name},
+    )
     return key, new.plaintext
 
 
-def revoke_key(session: Session, tenant_id: str, key_id: str) -> ApiKey:
+def revoke_key(session: Session, tenant_id: str, key_id: str, actor: str = "cli") -> ApiKey:
     key = repository.get_key(session, key_id)
     if key is None or key.tenant_id != tenant_id:
         raise NotFound(f"No API key {key_id}.")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.flush()
+        audit.record(
+            session,
+            tenant_id=tenant_id,
+            actor=actor,
+            action="api_key.revoked",
+            subject_type="api_key",
+            subject_id=key.id,
+        )
     return key
 
 

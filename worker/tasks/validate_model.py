@@ -76,7 +76,7 @@ def run_validation(ctx: WorkerContext, job_id: str) -> None:
             mv.status_reason = None
             mv.baseline_metrics = baseline.metrics
             job.progress = {"phase": "done", "step": 3, "total": 3}
-            transition(session, job, JobState.succeeded, reason)
+            transition(session, job, JobState.succeeded, reason, actor=f"worker:{ctx.name}")
         else:
             mv.status = ModelStatus.rejected
             mv.status_reason = reason
@@ -87,4 +87,4 @@ def run_validation(ctx: WorkerContext, job_id: str) -> None:
             if digest and not artifacts.is_referenced(session, digest):
                 artifacts.forget_artifact(session, ctx.store, digest)
             job.error = f"model rejected: {reason}"
-            transition(session, job, JobState.failed, job.error)
+            transition(session, job, JobState.failed, job.error, actor=f"worker:{ctx.name}")
