@@ -42,10 +42,23 @@ def cmd_api(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     # The worker is its own program: exec Celery rather than importing it into the API package.
     argv = [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "-Q", args.queue, "--pool", args.pool, "--concurrency", str(args.concurrency),
-        "--loglevel", args.log_level, "-n", f"lethe-{args.queue}@%h",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        args.queue,
+        "--pool",
+        args.pool,
+        "--concurrency",
+        str(args.concurrency),
+        "--loglevel",
+        args.log_level,
+        "-n",
+        f"lethe-{args.queue}@%h",
+    ]
     os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
     return EXIT_OK  # pragma: no cover
 
@@ -167,6 +180,88 @@ def cmd_import_dataset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Offline: signature, model digest and verdict. Needs no service and no database."""
+    import hashlib
+    import json
+
+    from app.certificates.signing import load_public_key, verify_envelope
+
+    try:
+        envelope = json.loads(Path(args.certificate).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"FAILED: cannot read the certificate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    keys = {}
+    raw = Path(args.key).read_text()
+    try:
+        if raw.lstrip().startswith("{"):
+            # The JSON of GET /v1/signing-keys, saved as it came.
+            for item in json.loads(raw)["items"]:
+                keys[item["key_id"]] = load_public_key(item["public_key_pem"])
+        else:
+            from app.certificates.signing import key_id_of
+
+            key = load_public_key(raw)
+            keys[key_id_of(key)] = key
+    except (ValueError, KeyError) as exc:
+        print(f"FAILED: cannot read the public key: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    digest = None
+    if args.model:
+        h = hashlib.sha256()
+        with open(args.model, "rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                h.update(chunk)
+        digest = h.hexdigest()
+    result = verify_envelope(envelope, keys, model_bytes_digest=digest, require_pass=True)
+    if not result.ok:
+        print("FAILED:", file=sys.stderr)
+        for problem in result.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    pred = (result.statement or {}).get("predicate", {})
+    forgotten = pred.get("forgotten", {})
+    print(f"OK: signed by key {result.key_id}")
+    if digest:
+        print(f"    model file sha256 {digest} is the certified subject")
+    print(
+        f"    verdict {pred.get('policy', {}).get('verdict')}; method"
+        f" {pred.get('method', {}).get('name')}; forgotten this job"
+        f" {forgotten.get('this_job', {}).get('count')}, cumulative"
+        f" {forgotten.get('cumulative', {}).get('count')}"
+    )
+    print(f"    guarantee: {pred.get('guarantee')} ({pred.get('guarantee_meaning', '')[:80]}...)")
+    return EXIT_OK
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    from app.certificates.signing import generate_key_file, public_pem
+
+    try:
+        signer = generate_key_file(Path(args.path))
+    except FileExistsError:
+        print(f"error: {args.path} exists; refusing to overwrite a signing key", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"key_id: {signer.key_id}\nprivate key written to {args.path} (mode 0600)")
+    print(public_pem(signer.public), end="")
+    return EXIT_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        report = client.request("GET", "/v1/audit-events/verify")
+    if report["ok"]:
+        print(f"OK: {report['checked']} events, chain intact")
+        return EXIT_OK
+    print(
+        f"BROKEN at event seq {report['first_broken_seq']} (id {report['first_broken_id']}):"
+        f" {report['reason']}; {report['checked']} events before it are intact",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
@@ -219,6 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=os.environ.get("LETHE_URL", "http://127.0.0.1:8000"))
     p.add_argument("--api-key")
     p.set_defaults(func=cmd_import_dataset)
+
+    p = sub.add_parser("verify", help="verify a certificate offline")
+    p.add_argument("certificate", help="the DSSE envelope (JSON) from GET .../certificate")
+    p.add_argument("--model", help="the downloaded weights; their SHA-256 must be the subject")
+    p.add_argument("--key", required=True, help="a PEM public key, or the JSON of /v1/signing-keys")
+    p.set_defaults(func=cmd_verify)
+
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys", required=True)
+    p = keys.add_parser("generate", help="create an Ed25519 signing key (PEM)")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_keys_generate)
+
+    audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
+    p = audit.add_parser("verify", help="recompute the tenant's hash chain")
+    p.add_argument("--url", default=os.environ.get("LETHE_URL", "http://127.0.0.1:8000"))
+    p.add_argument("--api-key")
+    p.set_defaults(func=cmd_audit_verify)
 
     p = sub.add_parser("demo", help="run the whole flow on the embedded default")
     p.add_argument("--data-dir", default=".lethe/demo")

@@ -66,11 +66,30 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
 
     upgrade(settings.resolved_database_url)
     procs = [
-        _spawn([sys.executable, "-m", "app.cli", "api", "--port", str(port), "--log-level",
-                "warning"], env, data_dir / "api.log"),
-        _spawn([sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "cpu",
-                "--pool", "solo", "--loglevel", "info"], env, data_dir / "worker.log"),
-    ]  # fmt: skip
+        _spawn(
+            [sys.executable, "-m", "app.cli", "api", "--port", str(port), "--log-level", "warning"],
+            env,
+            data_dir / "api.log",
+        ),
+        _spawn(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                "cpu",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "info",
+            ],
+            env,
+            data_dir / "worker.log",
+        ),
+    ]
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -107,21 +126,29 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
 
         with LetheClient(url, api_key) as client:
             ds = client.upload_dataset(manifest, name=dataset)
-            print(f"3. dataset {dataset!r} registered: {ds['num_samples']} training samples,"
-                  f" {ds['num_classes']} classes, digest {ds['train_digest'][:12]}...")  # fmt: skip
+            print(
+                f"3. dataset {dataset!r} registered: {ds['num_samples']} training samples,"
+                f" {ds['num_classes']} classes, digest {ds['train_digest'][:12]}..."
+            )
 
             train_set = make_dataset(
-                arrays["images"], arrays["labels"], sample_ids=arrays["sample_ids"],
+                arrays["images"],
+                arrays["labels"],
+                sample_ids=arrays["sample_ids"],
                 num_classes=ds["num_classes"],
-            )  # fmt: skip
+            )
             torch.manual_seed(0)
             args = {"num_classes": ds["num_classes"]}
             model = build_model("small_cnn", args)
             print("4. training a small CNN on it")
             report = train(
-                model, train_set, recipe, device=torch.device("cpu"), seed=0,
+                model,
+                train_set,
+                recipe,
+                device=torch.device("cpu"),
+                seed=0,
                 progress=lambda p: _bar("training", int(p["step"]), int(p["total"])),
-            )  # fmt: skip
+            )
             weights = data_dir / "model.safetensors"
             save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, weights)
             spec = {
@@ -132,13 +159,17 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
                 "normalization": {"mean": list(train_set.mean), "std": list(train_set.std)},
                 "dataset_id": ds["id"],
                 "training": {
-                    "epochs": recipe.epochs, "batch_size": recipe.batch_size, "lr": recipe.lr,
+                    "epochs": recipe.epochs,
+                    "batch_size": recipe.batch_size,
+                    "lr": recipe.lr,
                     "optimizer_steps": report.optimizer_steps,
                 },
-            }  # fmt: skip
+            }
             mv = client.upload_model(weights, spec)
-            print(f"5. model uploaded (version {mv['version']}, status {mv['status']});"
-                  " the worker checks it")  # fmt: skip
+            print(
+                f"5. model uploaded (version {mv['version']}, status {mv['status']});"
+                " the worker checks it"
+            )
             job = client.wait_for_job(mv["validation_job_id"], timeout=300)
             mv = client.get_model(mv["id"])
             if mv["status"] != "ready":
@@ -153,8 +184,10 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             out = client.download_weights(mv["id"], data_dir / "downloaded.safetensors")
             digest = hashlib.sha256(out.read_bytes()).hexdigest()
             same = digest == mv["weights_digest"]
-            print(f"6. downloaded {out.name}: sha256 {digest[:12]}... "
-                  f"{'matches' if same else 'DOES NOT MATCH'} the registry")  # fmt: skip
+            print(
+                f"6. downloaded {out.name}: sha256 {digest[:12]}... "
+                f"{'matches' if same else 'DOES NOT MATCH'} the registry"
+            )
 
             print("\n| version | status | train acc | test acc | digest |")
             print("|---|---|---|---|---|")
@@ -165,8 +198,10 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
                     f" {b.get('test_accuracy', '-')} | {m['weights_digest'][:12]}... |"
                 )
             print("\nPer-class test accuracy:", base["test_accuracy_per_class"])
-        print(f"\nDone in {time.monotonic() - started:.0f} s. State is in {data_dir}/"
-              " (delete it freely).")  # fmt: skip
+        print(
+            f"\nDone in {time.monotonic() - started:.0f} s. State is in {data_dir}/"
+            " (delete it freely)."
+        )
         return 0 if same else 1
     finally:
         for proc in procs:

@@ -13,12 +13,14 @@ from sqlalchemy import Engine
 
 from app import __version__
 from app.audit.endpoints import router as audit_router
-from app.core.config import Settings, get_settings
+from app.certificates.endpoints import router as certificates_router
+from app.core.config import Mode, Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_handlers
 from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.datasets.endpoints import router as datasets_router
+from app.forget_requests.endpoints import router as forget_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.model_registry.endpoints import router as models_router
@@ -53,6 +55,16 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
+def _publish_signing_key(app: FastAPI) -> None:
+    """Embedded mode: create the signing key on first start and publish its public half."""
+    from app.certificates.service import register_key, signer_for
+    from app.core.db import session_scope
+
+    signer = signer_for(app.state.settings)
+    with session_scope(app.state.sessionmaker) as session:
+        register_key(session, signer)
+
+
 def create_app(
     settings: Settings | None = None,
     *,
@@ -69,6 +81,8 @@ def create_app(
             from app.core.migrate import upgrade
 
             upgrade(settings.resolved_database_url)
+        if settings.mode is Mode.embedded:
+            _publish_signing_key(app)
         yield
         if owns_engine:
             engine.dispose()
@@ -94,6 +108,8 @@ def create_app(
         datasets_router,
         models_router,
         jobs_router,
+        forget_router,
+        certificates_router,
         audit_router,
     ):
         app.include_router(router)

@@ -22,8 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Environment, Settings
 from app.core.db import make_engine
 from app.core.migrate import upgrade
+from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.main import create_app
+from worker.context import WorkerContext
 
 PG_ADMIN_URL = os.environ.get(
     "LETHE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -100,6 +102,8 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         artifact_uri=(tmp_path / "artifacts").as_uri(),
         max_upload_bytes=64 * 1024**2,
         auto_migrate=False,
+        # In-process worker code shares the test's single connection: no background heartbeat.
+        heartbeat_interval_seconds=3600,
     )
 
 
@@ -114,3 +118,15 @@ def app(settings: Settings, db_engine: Engine, session_factory: sessionmaker[Ses
 def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture()
+def worker_ctx(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerContext:
+    """The worker's own code path, in this process, on the test's transaction."""
+    return WorkerContext(
+        settings=settings,
+        engine=None,  # type: ignore[arg-type]
+        sessionmaker=session_factory,
+        store=open_store(settings.resolved_artifact_uri),
+        name="test-worker",
+    )

@@ -8,8 +8,44 @@ first use (see :mod:`worker.context`), never before a fork.
 
 from __future__ import annotations
 
+from typing import Any
+
+from celery.signals import worker_process_init, worker_ready, worker_shutdown
+
 from app.core.config import get_settings
 from app.core.tasks import make_celery
 
 celery_app = make_celery(get_settings())
-celery_app.conf.update(include=["worker.tasks.validate_model"])
+celery_app.conf.update(include=["worker.tasks.validate_model", "worker.tasks.unlearn"])
+
+_sweeper: Any = None
+
+
+def _fresh_resources_after_fork(**_: Any) -> None:
+    # A forked pool process must not share its parent's database connections.
+    from worker.context import get_context, reset_context
+
+    if get_context.cache_info().currsize:
+        get_context().engine.dispose(close=False)
+    reset_context()
+
+
+def _start_sweeper(**_: Any) -> None:
+    global _sweeper
+    if get_settings().sweep_interval_seconds <= 0:
+        return
+    from worker.context import get_context
+    from worker.sweeper import SweeperThread
+
+    _sweeper = SweeperThread(get_context())
+    _sweeper.start()
+
+
+def _stop_sweeper(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
+
+
+worker_process_init.connect(_fresh_resources_after_fork, weak=False)
+worker_ready.connect(_start_sweeper, weak=False)
+worker_shutdown.connect(_stop_sweeper, weak=False)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.core.config import Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.storage import ArtifactStore, open_store
+from app.core.tasks import TaskSender
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class WorkerContext:
     sessionmaker: sessionmaker[Session]
     store: ArtifactStore
     name: str
+    tasks: TaskSender | None = None
 
 
 @functools.cache
@@ -34,6 +36,7 @@ def get_context() -> WorkerContext:
         sessionmaker=make_sessionmaker(engine),
         store=open_store(settings.resolved_artifact_uri),
         name=f"{socket.gethostname()}:{os.getpid()}",
+        tasks=TaskSender(settings),
     )
 
 

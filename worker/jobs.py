@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import and_, or_, select
+
 from app.core.db import session_scope
 from app.jobs import repository
 from app.jobs.service import transition
-from app.models.job import JobState
+from app.models import Job
+from app.models.job import JobKind, JobState
 from worker.context import WorkerContext
 
 
@@ -29,6 +32,40 @@ def claim(ctx: WorkerContext, job_id: str) -> bool:
             actor=f"worker:{ctx.name}",
         )
         return True
+
+
+def claim_in_order(ctx: WorkerContext, job_id: str) -> int | None:
+    """Claim an unlearning job only when no earlier job of its lineage is unfinished, so the
+    jobs of one lineage run one at a time, in arrival order. Returns the attempt number, or
+    None (then the message is done with: the earlier job sends this one when it ends)."""
+    with session_scope(ctx.sessionmaker) as session:
+        job = repository.get_for_update(session, job_id)
+        if job is None or job.state != JobState.queued:
+            return None
+        if job.lineage_id is not None:
+            earlier = session.scalars(
+                select(Job.id).where(
+                    Job.lineage_id == job.lineage_id,
+                    Job.kind == JobKind.unlearn,
+                    Job.id != job.id,
+                    or_(
+                        Job.state == JobState.running,
+                        and_(Job.state == JobState.queued, Job.created_at < job.created_at),
+                    ),
+                )
+            ).first()
+            if earlier is not None:
+                return None
+        job.attempts += 1
+        job.claimed_by = ctx.name
+        transition(
+            session,
+            job,
+            JobState.running,
+            f"claimed by {ctx.name}, attempt {job.attempts}",
+            actor=f"worker:{ctx.name}",
+        )
+        return job.attempts
 
 
 def report_progress(ctx: WorkerContext, job_id: str, progress: dict[str, Any]) -> None:

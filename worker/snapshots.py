@@ -18,6 +18,7 @@ class ModelSnapshot:
     std: list[float]
     weights_digest: str
     training: dict[str, Any]
+    input_shape: list[int]
 
     @classmethod
     def of(cls, mv: ModelVersion) -> ModelSnapshot:
@@ -32,4 +33,5 @@ class ModelSnapshot:
             std=[float(x) for x in mv.normalization["std"]],
             weights_digest=mv.weights_digest,
             training=dict(mv.training),
+            input_shape=[int(d) for d in mv.input_shape],
         )

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from app.audit import service
 from app.audit.schemas import AuditEventOut, AuditPage, ChainOut
 from app.core.deps import SessionDep
-from app.core.errors import InvalidInput
+from app.core.errors import InvalidInput, NotFound
 from app.models import AuditEvent
 from app.tenants.dependencies import Auditor
 
@@ -65,3 +65,11 @@ def list_events(
 def verify_chain(principal: Auditor, session: SessionDep) -> ChainOut:
     report = service.verify(session, principal.tenant_id)
     return ChainOut(**report.__dict__)
+
+
+@router.get("/{event_id}", summary="One audit event (auditor, admin)")
+def get_event(event_id: int, principal: Auditor, session: SessionDep) -> AuditEventOut:
+    ev = session.get(AuditEvent, event_id)
+    if ev is None or ev.tenant_id != principal.tenant_id:
+        raise NotFound(f"No audit event {event_id}.")
+    return AuditEventOut.model_validate(ev)

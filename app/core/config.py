@@ -64,6 +64,31 @@ class Settings(BaseSettings):
     job_timeout_seconds: int = Field(
         default=6 * 3600, gt=0, description="Longest a job may run; sets the broker timeout."
     )
+    forget_deadline_days: int = Field(
+        default=30, gt=0, description="A forget request is due this many days after receipt."
+    )
+    max_forget_samples: int = Field(default=100_000, gt=0, description="Largest sample list.")
+    heartbeat_timeout_seconds: int = Field(
+        default=120, gt=0, description="A running job silent this long is presumed dead."
+    )
+    resend_after_seconds: int = Field(
+        default=30, gt=0, description="Re-send a queued job's task when it has not started."
+    )
+    heartbeat_interval_seconds: float = Field(
+        default=5, gt=0, description="How often a running job proves its worker is alive."
+    )
+    sweep_interval_seconds: float = Field(
+        default=15, ge=0, description="How often each worker sweeps; 0 turns its sweeper off."
+    )
+    signing_key_path: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) for certificates; embedded mode creates one.",
+    )
+    # Policy gate defaults (points of accuracy, 0-100); tenants may override in their settings.
+    policy_class_fa_max: float = Field(default=1.0, ge=0, le=100)
+    policy_class_ta_drop_max: float = Field(default=3.0, ge=0, le=100)
+    policy_sample_fa_gap_max: float = Field(default=5.0, ge=0, le=100)
+    policy_sample_ra_drop_max: float = Field(default=3.0, ge=0, le=100)
     auto_migrate: bool | None = Field(
         default=None,
         description="Run Alembic migrations when the API starts; default on in embedded mode.",
@@ -108,6 +133,10 @@ class Settings(BaseSettings):
     @property
     def broker_spool_dir(self) -> Path:
         return (self.data_dir / "broker").resolve()
+
+    @property
+    def resolved_signing_key_path(self) -> Path:
+        return self.signing_key_path or (self.data_dir / "signing-key.pem").resolve()
 
     @property
     def should_auto_migrate(self) -> bool:

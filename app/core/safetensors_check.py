@@ -19,15 +19,36 @@ import numpy as np
 from numpy.typing import NDArray
 
 ITEMSIZE: dict[str, int] = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
-}  # fmt: skip
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 NUMPY_DTYPE: dict[str, str] = {
-    "BOOL": "|b1", "U8": "|u1", "I8": "|i1", "I16": "<i2", "U16": "<u2", "F16": "<f2",
-    "I32": "<i4", "U32": "<u4", "F32": "<f4", "I64": "<i8", "U64": "<u8", "F64": "<f8",
-}  # fmt: skip
+    "BOOL": "|b1",
+    "U8": "|u1",
+    "I8": "|i1",
+    "I16": "<i2",
+    "U16": "<u2",
+    "F16": "<f2",
+    "I32": "<i4",
+    "U32": "<u4",
+    "F32": "<f4",
+    "I64": "<i8",
+    "U64": "<u8",
+    "F64": "<f8",
+}
 
 # Magic numbers of formats people upload by mistake (or on purpose).
 _PICKLE_PROTOCOL = b"\x80"
@@ -70,9 +91,12 @@ class SafetensorsFile:
     def memmap(self, name: str) -> NDArray[Any]:
         info = self.tensors[name]
         return np.memmap(
-            self.path, dtype=np.dtype(NUMPY_DTYPE[info.dtype]), mode="r",
-            offset=info.start, shape=info.shape,
-        )  # fmt: skip
+            self.path,
+            dtype=np.dtype(NUMPY_DTYPE[info.dtype]),
+            mode="r",
+            offset=info.start,
+            shape=info.shape,
+        )
 
 
 def _sniff(prefix: bytes) -> str | None:

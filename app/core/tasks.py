@@ -17,6 +17,7 @@ from app.core.config import Settings
 log = logging.getLogger(__name__)
 
 VALIDATE_MODEL = "lethe.validate_model"
+UNLEARN = "lethe.unlearn"
 QUEUES = ("cpu", "gpu")
 
 

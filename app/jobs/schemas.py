@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class TransitionOut(BaseModel):
@@ -15,17 +15,36 @@ class TransitionOut(BaseModel):
     reason: str
 
 
+class Progress(BaseModel):
+    phase: str | None = Field(
+        default=None, examples=["loading", "mask", "unlearning", "evaluating", "saving"]
+    )
+    step: int | None = None
+    total: int | None = None
+    losses: dict[str, float] = Field(default_factory=dict)
+    eta_seconds: float | None = Field(default=None, description="Estimate for the current phase.")
+    updated_at: datetime | None = None
+
+
 class JobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: str
     kind: str
     state: str
-    model_id: str | None
+    model_id: str | None = Field(description="The version the job works on / started from.")
+    lineage_id: str | None
+    result_model_id: str | None
+    method: str | None
     queue: str
     attempts: int
+    max_attempts: int
+    coalesced: bool
+    cancel_requested: bool
     error: str | None
-    progress: dict[str, Any]
+    progress: Progress = Field(default_factory=Progress)
+    outcome: dict[str, Any]
+    request_ids: list[str] = []
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

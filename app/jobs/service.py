@@ -116,3 +116,34 @@ def load(session: Session, tenant_id: str, job_id: str) -> Job:
     if job is None:
         raise NotFound(f"No job {job_id}.")
     return job
+
+
+def cancel(session: Session, tenant_id: str, job_id: str, actor: str) -> Job:
+    """Cancel a queued job at once; ask a running one to stop (its worker checks within a
+    second and leaves no version). A finished job cannot be cancelled."""
+    from app.models import ForgetRequest
+    from app.models.forget_request import RequestStatus
+
+    job = repository.get_for_update(session, job_id)
+    if job is None or job.tenant_id != tenant_id:
+        raise NotFound(f"No job {job_id}.")
+    state = JobState(job.state)
+    if state in TERMINAL_STATES:
+        raise Conflict(f"Job {job_id} already {state.value}; nothing to cancel.")
+    if state is JobState.queued:
+        transition(session, job, JobState.cancelled, "cancelled before it started", actor=actor)
+        for fr in session.query(ForgetRequest).filter(ForgetRequest.job_id == job.id):
+            fr.status = RequestStatus.cancelled
+            fr.completed_at = utcnow()
+    elif not job.cancel_requested:
+        job.cancel_requested = True
+        audit.record(
+            session,
+            tenant_id=tenant_id,
+            actor=actor,
+            action="job.cancel_requested",
+            subject_type="job",
+            subject_id=job.id,
+        )
+    session.flush()
+    return job

@@ -5,6 +5,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from app.unlearning.config import TrainingRecipe
+
 
 class Normalization(BaseModel):
     """Per-channel ``(x / 255 - mean) / std`` applied to uint8 images before the model."""
@@ -23,20 +25,12 @@ class Normalization(BaseModel):
         return self
 
 
-class TrainingRecipe(BaseModel):
-    """How the uploaded model was trained. Retraining reuses it, and unlearning budgets are a
-    fraction of its optimizer steps."""
+class TrainingInfo(TrainingRecipe):
+    """How the uploaded model was trained (the engine's recipe). Retraining reuses it, and
+    unlearning budgets are fractions of its optimizer steps (computed from it when not given)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(default=20, ge=1, le=10_000)
-    batch_size: int = Field(default=128, ge=1, le=65_536)
-    lr: float = Field(default=0.01, gt=0, le=10)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=5e-4, ge=0, le=1)
-    augment: bool = False
     optimizer_steps: int | None = Field(
-        default=None, ge=1, description="Total optimizer steps, when known."
+        default=None, ge=1, description="Total optimizer steps of the original training."
     )
 
 
@@ -60,7 +54,7 @@ class ModelSpec(BaseModel):
     input_shape: list[int] = Field(min_length=3, max_length=3, examples=[[1, 28, 28]])
     normalization: Normalization | None = None
     dataset_id: str
-    training: TrainingRecipe = Field(default_factory=TrainingRecipe)
+    training: TrainingInfo = Field(default_factory=TrainingInfo)
 
 
 class ModelOut(BaseModel):
@@ -84,6 +78,9 @@ class ModelOut(BaseModel):
     weights_size: int
     baseline_metrics: dict[str, Any] | None
     produced_by_request_id: str | None
+    produced_by_job_id: str | None
+    forgotten_count: int = Field(description="Samples forgotten anywhere in this ancestry.")
+    forgotten_digest: str | None = Field(description="SHA-256 of those sorted sample IDs.")
     validation_job_id: str | None = None
     created_at: datetime
     updated_at: datetime

@@ -9,10 +9,9 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app.core.config import Settings
-from app.core.storage import open_store
 from app.models import Artifact, Job, ModelVersion
 from app.unlearning.architectures import build_model
 from tests.factories import (
@@ -53,18 +52,6 @@ def dataset_id(client: TestClient, acme: TenantKeys) -> str:
     )
     assert res.status_code == 201, res.text
     return str(res.json()["id"])
-
-
-@pytest.fixture()
-def worker_ctx(settings: Settings, session_factory: sessionmaker[Session]) -> WorkerContext:
-    """The worker's own code path, in this process, on the test's transaction."""
-    return WorkerContext(
-        settings=settings,
-        engine=None,  # type: ignore[arg-type]
-        sessionmaker=session_factory,
-        store=open_store(settings.resolved_artifact_uri),
-        name="test-worker",
-    )
 
 
 def upload(client: TestClient, keys: TenantKeys, spec: str, weights: bytes, **data: str):  # type: ignore[no-untyped-def]

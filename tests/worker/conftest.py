@@ -19,6 +19,7 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, create_engine, text
 
+from app.certificates.signing import generate_key_file
 from app.core.config import Environment, Settings
 from app.core.db import make_engine
 from app.core.migrate import upgrade
@@ -54,6 +55,7 @@ def committed_url() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def worker_settings(committed_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     root = tmp_path_factory.mktemp("worker")
+    generate_key_file(root / "signing-key.pem")
     return Settings(
         environment=Environment.test,
         secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
@@ -61,20 +63,24 @@ def worker_settings(committed_url: str, tmp_path_factory: pytest.TempPathFactory
         database_url=committed_url,
         redis_url=WORKER_REDIS,
         artifact_uri=(root / "artifacts").as_uri(),
+        signing_key_path=root / "signing-key.pem",
         auto_migrate=False,
+        # Fast failure detection, so crash-recovery tests take seconds, not minutes.
+        heartbeat_interval_seconds=0.5,
+        heartbeat_timeout_seconds=4,
+        resend_after_seconds=3,
+        sweep_interval_seconds=1,
     )
 
 
 def worker_env(settings: Settings) -> dict[str, str]:
+    """The same settings, as the environment of a worker process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    env.update(
-        LETHE_ENVIRONMENT=settings.environment.value,
-        LETHE_SECRET_KEY=settings.secret_key.get_secret_value(),
-        LETHE_DATA_DIR=str(settings.data_dir),
-        LETHE_DATABASE_URL=str(settings.database_url),
-        LETHE_REDIS_URL=str(settings.redis_url),
-        LETHE_ARTIFACT_URI=settings.resolved_artifact_uri,
-    )
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"LETHE_{name.upper()}"] = str(value.value if hasattr(value, "value") else value)
+    env["LETHE_ARTIFACT_URI"] = settings.resolved_artifact_uri
     return env
 
 

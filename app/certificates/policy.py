@@ -1,0 +1,79 @@
+"""The policy gate: does an unlearned model meet the thresholds for its request shape?
+
+All numbers are accuracy points (0-100).
+- class-wise: FA <= ``class_fa_max``, and TA on the kept classes dropped by at most
+  ``class_ta_drop_max`` from the original model's.
+- sample-wise: |FA - target| <= ``sample_fa_gap_max`` where the target is the retrained
+  reference's FA when one was run, else the model's own TA (a never-seen sample is recognised
+  about as often as test data), and RA dropped by at most ``sample_ra_drop_max``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    class_fa_max: float = 1.0
+    class_ta_drop_max: float = 3.0
+    sample_fa_gap_max: float = 5.0
+    sample_ra_drop_max: float = 3.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    passed: bool
+    reasons: list[str]
+    checks: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        return "pass" if self.passed else "fail"
+
+
+def judge(
+    kind: str,
+    original: dict[str, float],
+    unlearned: dict[str, float],
+    thresholds: Thresholds,
+    retrained: dict[str, float] | None = None,
+) -> Verdict:
+    reasons: list[str] = []
+    checks: dict[str, Any] = {}
+    if kind == "class":
+        fa = unlearned["FA"]
+        drop = original["TA"] - unlearned["TA"]
+        checks = {"FA": fa, "TA_drop": drop}
+        if fa > thresholds.class_fa_max:
+            reasons.append(f"forget accuracy {fa:.2f} is above {thresholds.class_fa_max}")
+        if drop > thresholds.class_ta_drop_max:
+            reasons.append(
+                f"test accuracy on kept classes fell {drop:.2f} points"
+                f" (limit {thresholds.class_ta_drop_max})"
+            )
+    else:
+        target = retrained["FA"] if retrained is not None else unlearned["TA"]
+        gap = abs(unlearned["FA"] - target)
+        drop = original["RA"] - unlearned["RA"]
+        checks = {
+            "FA": unlearned["FA"],
+            "FA_target": target,
+            "FA_target_source": "retrained FA" if retrained is not None else "TA",
+            "FA_gap": gap,
+            "RA_drop": drop,
+        }
+        if gap > thresholds.sample_fa_gap_max:
+            reasons.append(
+                f"forget accuracy {unlearned['FA']:.2f} is {gap:.2f} points from its target"
+                f" {target:.2f} (limit {thresholds.sample_fa_gap_max})"
+            )
+        if drop > thresholds.sample_ra_drop_max:
+            reasons.append(
+                f"remain accuracy fell {drop:.2f} points (limit {thresholds.sample_ra_drop_max})"
+            )
+    return Verdict(not reasons, reasons, checks)

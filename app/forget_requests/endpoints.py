@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+
+from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
+from app.core.pagination import decode_cursor, finish_page
+from app.forget_requests import lineage as lineage_views
+from app.forget_requests import repository, service
+from app.forget_requests.schemas import (
+    Exposure,
+    ForgetRequestIn,
+    ForgetRequestOut,
+    ForgetRequestPage,
+    Lineage,
+)
+from app.models import ForgetRequest
+from app.models.base import utcnow
+from app.models.forget_request import RequestStatus
+from app.tenants.dependencies import Reader, Writer
+
+router = APIRouter(tags=["forget requests"])
+
+
+def to_out(fr: ForgetRequest) -> ForgetRequestOut:
+    out = ForgetRequestOut.model_validate(fr)
+    out.sample_count = len(fr.sample_ids) if fr.sample_ids is not None else None
+    due = fr.due_at if fr.due_at.tzinfo else fr.due_at.replace(tzinfo=utcnow().tzinfo)
+    out.overdue = fr.status == RequestStatus.pending and due < utcnow()
+    return out
+
+
+@router.post(
+    "/v1/models/{model_id}/forget-requests",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask a model's lineage to forget classes or samples",
+    responses={
+        409: {"description": "Idempotency-Key reused with another body, or model not ready"}
+    },
+)
+def submit_forget_request(
+    model_id: str,
+    body: ForgetRequestIn,
+    response: Response,
+    principal: Writer,
+    session: SessionDep,
+    store: StoreDep,
+    tasks: TasksDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Same key and body: the same request comes back."),
+    ] = None,
+) -> ForgetRequestOut:
+    fr = service.submit(
+        session,
+        store,
+        tasks,
+        settings,
+        tenant_id=principal.tenant_id,
+        actor=principal.key_id,
+        model_id=model_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = f"/v1/forget-requests/{fr.id}"
+    return to_out(fr)
+
+
+@router.get("/v1/forget-requests", summary="List forget requests, newest first")
+def list_forget_requests(
+    principal: Reader,
+    session: SessionDep,
+    settings: SettingsDep,
+    cursor: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    overdue: Annotated[
+        bool, Query(description="Only pending requests past their due date")
+    ] = False,
+    status: Annotated[RequestStatus | None, Query()] = None,
+    lineage_id: Annotated[str | None, Query()] = None,
+) -> ForgetRequestPage:
+    secret = settings.secret_key.get_secret_value()
+    rows = repository.page(
+        session,
+        principal.tenant_id,
+        decode_cursor(secret, cursor) if cursor else None,
+        limit,
+        overdue_at=utcnow() if overdue else None,
+        status=status.value if status else None,
+        lineage_id=lineage_id,
+    )
+    rows, nxt = finish_page(rows, limit, secret)
+    return ForgetRequestPage(items=[to_out(r) for r in rows], next_cursor=nxt)
+
+
+@router.get("/v1/forget-requests/{request_id}", summary="One forget request")
+def get_forget_request(request_id: str, principal: Reader, session: SessionDep) -> ForgetRequestOut:
+    return to_out(service.load(session, principal.tenant_id, request_id))
+
+
+@router.get("/v1/models/{model_id}/lineage", summary="The chain of versions and their requests")
+def get_lineage(model_id: str, principal: Reader, session: SessionDep) -> Lineage:
+    return lineage_views.lineage(session, principal.tenant_id, model_id)
+
+
+@router.get(
+    "/v1/datasets/{dataset_id}/samples/{sample_id}/exposure",
+    summary="Which model versions still carry a sample, and which have forgotten it",
+)
+def get_exposure(
+    dataset_id: str, sample_id: int, principal: Reader, session: SessionDep, store: StoreDep
+) -> Exposure:
+    return lineage_views.exposure(session, store, principal.tenant_id, dataset_id, sample_id)

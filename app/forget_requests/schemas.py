@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ForgetRequestIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"class_ids": [3], "reason": "licence withdrawn for class 3"},
+                {
+                    "sample_ids": [1017, 20433, 40512],
+                    "method": "sfr_on",
+                    "config": {},
+                    "reference_eval": True,
+                    "reason": "GDPR art. 17 request",
+                    "subject_ref": "ticket-8841",
+                },
+            ]
+        },
+    )
+
+    class_ids: list[int] | None = Field(default=None, description="Forget whole classes.")
+    sample_ids: list[int] | None = Field(default=None, description="Forget these training samples.")
+    method: str = Field(default="sfr_on", examples=["sfr_on", "retrain", "salun"])
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="The method's hyperparameters."
+    )
+    reference_eval: bool = Field(
+        default=False, description="Also retrain from scratch and report the gap to it."
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    reason: str = Field(default="", max_length=2000)
+    subject_ref: str | None = Field(
+        default=None, max_length=200, description="Opaque reference to the data subject."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ForgetRequestIn:
+        if (self.class_ids is None) == (self.sample_ids is None):
+            raise ValueError("give exactly one of class_ids or sample_ids")
+        ids = self.class_ids if self.class_ids is not None else self.sample_ids
+        if not ids:
+            raise ValueError("the list of IDs is empty")
+        return self
+
+
+class ForgetRequestOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    model_id: str
+    lineage_id: str
+    kind: str
+    class_ids: list[int] | None
+    sample_count: int | None = None
+    method: str
+    method_config: dict[str, Any]
+    reference_eval: bool
+    reason: str
+    subject_ref: str | None
+    status: str
+    job_id: str | None
+    coalesced: bool = Field(description="True when this request shares a job with others.")
+    result_model_id: str | None
+    created_at: datetime = Field(description="When the request was received.")
+    due_at: datetime
+    completed_at: datetime | None
+    overdue: bool = False
+
+
+class ForgetRequestPage(BaseModel):
+    items: list[ForgetRequestOut]
+    next_cursor: str | None
+
+
+class LineageVersion(BaseModel):
+    id: str
+    version: int
+    parent_id: str | None
+    status: str
+    status_reason: str | None
+    weights_digest: str | None
+    forgotten_count: int
+    produced_by_job_id: str | None
+    request_ids: list[str]
+    created_at: datetime
+
+
+class Lineage(BaseModel):
+    lineage_id: str
+    head_id: str = Field(description="The newest usable version; new requests apply to it.")
+    versions: list[LineageVersion]
+    pending_request_ids: list[str]
+
+
+class ExposureVersion(BaseModel):
+    model_id: str
+    lineage_id: str
+    version: int
+    status: str
+    exposed: bool = Field(
+        description="The version's weights come from training that included the sample, and no"
+        " request in its ancestry has removed it."
+    )
+    forgotten: bool = Field(description="A request in this version's ancestry removed it.")
+    forgotten_by_request_id: str | None
+
+
+class Exposure(BaseModel):
+    dataset_id: str
+    sample_id: int
+    label: int
+    versions: list[ExposureVersion]

@@ -1,0 +1,233 @@
+"""Forget requests: validation against the model and its data, idempotency, and jobs.
+
+Rules:
+- A request applies to the newest usable version of the named model's lineage.
+- Its job runs after every earlier job of that lineage (the worker enforces the order); a request
+  that arrives while a compatible job of the lineage is still queued joins that job (coalescing),
+  and both say so.
+- Nothing is queued unless every check passed; the task is sent only after the commit.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.audit import service as audit
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.storage import ArtifactStore
+from app.core.tasks import UNLEARN, TaskSender
+from app.datasets import repository as datasets
+from app.datasets.samples import sample_index
+from app.forget_requests import repository
+from app.forget_requests.schemas import ForgetRequestIn
+from app.jobs import service as jobs
+from app.model_registry import service as models
+from app.models import ForgetRequest, Job
+from app.models.base import utcnow
+from app.models.forget_request import RequestStatus
+from app.models.job import JobKind
+from app.models.model_version import ModelStatus
+from app.unlearning.config import MethodConfigError, parse_method_config
+
+MAX_LISTED_UNKNOWN = 20
+
+
+def _field(field: str, message: str, **extra: object) -> InvalidInput:
+    return InvalidInput(
+        f"{field}: {message}", errors=[{"field": field, "message": message}], **extra
+    )
+
+
+def submit(
+    session: Session,
+    store: ArtifactStore,
+    tasks: TaskSender,
+    settings: Settings,
+    *,
+    tenant_id: str,
+    actor: str,
+    model_id: str,
+    body: ForgetRequestIn,
+    idempotency_key: str | None,
+) -> ForgetRequest:
+    body_digest = audit.digest({"model_id": model_id, **body.model_dump(mode="json")})
+    if idempotency_key is not None:
+        existing = repository.by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is not None:
+            if existing.body_digest != body_digest:
+                raise Conflict(
+                    "This Idempotency-Key was already used with a different request body.",
+                    request_id=existing.id,
+                )
+            return existing
+
+    named = models.load(session, tenant_id, model_id)
+    if named.status not in (ModelStatus.ready, ModelStatus.uncertified):
+        raise Conflict(
+            f"Model {model_id} is {named.status}; only a ready model takes forget requests"
+            + (f" ({named.status_reason})" if named.status_reason else "."),
+            model_status=named.status,
+        )
+    head = repository.lineage_head(session, named.lineage_id)
+    assert head is not None  # the named version itself is usable
+    try:
+        config = parse_method_config(body.method, body.config)
+    except MethodConfigError as exc:
+        raise _field(f"body.{exc.field}", exc.message) from None
+
+    dataset = datasets.get(session, tenant_id, named.dataset_id)
+    if dataset is None:
+        raise NotFound(f"The dataset of model {model_id} is gone.")
+    completed = repository.lineage_requests(session, named.lineage_id, RequestStatus.completed)
+    forgotten = {int(i) for r in completed for i in (r.resolved_sample_ids or [])}
+
+    class_ids: list[int] | None = None
+    sample_ids: list[int] | None = None
+    if body.class_ids is not None:
+        class_ids = sorted(set(body.class_ids))
+        unknown = [c for c in class_ids if c not in set(dataset.classes) or c >= head.num_classes]
+        if unknown:
+            raise _field(
+                "body.class_ids",
+                f"classes {unknown} are not classes of this model's training data"
+                f" (it has {dataset.classes})",
+            )
+        if len(class_ids) >= len(dataset.classes):
+            raise _field("body.class_ids", "forgetting every class would leave nothing to keep")
+        index = sample_index(store, dataset)
+        remaining = set(index.ids_of_classes(class_ids).tolist()) - forgotten
+        if not remaining:
+            raise _field("body.class_ids", "every sample of these classes is already forgotten")
+    else:
+        assert body.sample_ids is not None
+        sample_ids = sorted(set(body.sample_ids))
+        if len(sample_ids) > settings.max_forget_samples:
+            raise _field(
+                "body.sample_ids",
+                f"{len(sample_ids)} samples exceed the limit of {settings.max_forget_samples}"
+                " per request; split the request or forget whole classes",
+            )
+        index = sample_index(store, dataset)
+        wanted = np.asarray(sample_ids, dtype=np.int64)
+        missing = wanted[~index.contains(wanted)]
+        if missing.size:
+            shown = [int(x) for x in missing[:MAX_LISTED_UNKNOWN]]
+            raise _field(
+                "body.sample_ids",
+                f"{missing.size} sample IDs are not in the model's training data, e.g. {shown}",
+                unknown_sample_ids=shown,
+                unknown_count=int(missing.size),
+            )
+        if set(sample_ids) <= forgotten:
+            raise _field("body.sample_ids", "every one of these samples is already forgotten")
+
+    now = utcnow()
+    kind = "class" if class_ids is not None else "sample"
+    request = ForgetRequest(
+        tenant_id=tenant_id,
+        model_id=named.id,
+        lineage_id=named.lineage_id,
+        kind=kind,
+        class_ids=class_ids,
+        sample_ids=sample_ids,
+        method=body.method,
+        method_config=config.model_dump(mode="json"),
+        reference_eval=body.reference_eval,
+        reason=body.reason,
+        subject_ref=body.subject_ref,
+        idempotency_key=idempotency_key,
+        body_digest=body_digest,
+        status=RequestStatus.pending,
+        created_at=now,
+        due_at=now + timedelta(days=settings.forget_deadline_days),
+    )
+    try:
+        with session.begin_nested():
+            session.add(request)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same Idempotency-Key won the race.
+        if idempotency_key is None:
+            raise
+        existing = repository.by_idempotency_key(session, tenant_id, idempotency_key)
+        if existing is None:
+            raise
+        if existing.body_digest != body_digest:
+            raise Conflict("This Idempotency-Key was already used with a different body.") from None
+        return existing
+
+    job = _join_queued_job(session, request, body.seed)
+    if job is None:
+        job = jobs.create(
+            session,
+            tasks,
+            tenant_id=tenant_id,
+            kind=JobKind.unlearn,
+            task_name=UNLEARN,
+            queue=settings.job_queue,
+            actor=actor,
+            model_id=head.id,
+            lineage_id=named.lineage_id,
+            method=body.method,
+            method_config=request.method_config,
+            reference_eval=body.reference_eval,
+            seed=body.seed,
+        )
+    request.job_id = job.id
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="forget_request.created",
+        subject_type="forget_request",
+        subject_id=request.id,
+        payload={
+            "model_id": named.id,
+            "kind": kind,
+            "class_ids": class_ids,
+            "sample_ids_digest": audit.digest(sample_ids) if sample_ids else None,
+            "sample_count": len(sample_ids) if sample_ids else None,
+            "method": body.method,
+            "job_id": job.id,
+            "coalesced": request.coalesced,
+            "reason": body.reason,
+            "subject_ref": body.subject_ref,
+        },
+    )
+    return request
+
+
+def _join_queued_job(session: Session, request: ForgetRequest, seed: int) -> Job | None:
+    """Attach the request to a queued, compatible job of its lineage (same shape, method,
+    config, reference flag and seed). The job row is locked, so no worker claims it half-way."""
+    for job in repository.queued_jobs_for_update(session, request.lineage_id):
+        members = repository.job_requests(session, job.id)
+        if not members or members[0].kind != request.kind:
+            continue
+        if (job.method, job.method_config, job.reference_eval, job.seed) != (
+            request.method,
+            request.method_config,
+            request.reference_eval,
+            seed,
+        ):
+            continue
+        job.coalesced = True
+        request.coalesced = True
+        for other in members:
+            other.coalesced = True
+        session.flush()
+        return job
+    return None
+
+
+def load(session: Session, tenant_id: str, request_id: str) -> ForgetRequest:
+    fr = repository.get(session, tenant_id, request_id)
+    if fr is None:
+        raise NotFound(f"No forget request {request_id}.")
+    return fr

@@ -1,0 +1,1 @@
+"""Unlearning methods; see :mod:`app.unlearning.methods.registry` for the mapping."""

@@ -1,0 +1,125 @@
+"""The sweeper: the database is the truth, the broker is only a doorbell.
+
+- A job committed as ``queued`` whose task has not started within ``resend_after_seconds`` gets
+  its task sent again (a lost message, a Redis restart, or a job that waited for its lineage).
+- A ``running`` job whose heartbeat is older than ``heartbeat_timeout_seconds`` lost its worker:
+  it goes back to ``queued`` and is re-sent, or fails once it has used ``max_attempts``.
+
+Every change is made under the row lock, so several sweepers (one per worker) are harmless, and a
+duplicate send is harmless too: a task only claims a job that is still queued.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from app.core.db import session_scope
+from app.core.tasks import UNLEARN, VALIDATE_MODEL
+from app.forget_requests import repository as requests_repo
+from app.jobs import repository as jobs_repo
+from app.jobs.service import transition
+from app.models import Job
+from app.models.base import utcnow
+from app.models.forget_request import RequestStatus
+from app.models.job import JobKind, JobState
+from worker.context import WorkerContext
+
+log = logging.getLogger(__name__)
+
+TASK_OF = {JobKind.unlearn: UNLEARN, JobKind.validate_model: VALIDATE_MODEL}
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    if at is None:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def sweep_once(ctx: WorkerContext, now: datetime | None = None) -> dict[str, int]:
+    now = now or utcnow()
+    settings = ctx.settings
+    stale_before = now - timedelta(seconds=settings.heartbeat_timeout_seconds)
+    resend_before = now - timedelta(seconds=settings.resend_after_seconds)
+    counts = {"resent": 0, "requeued": 0, "failed": 0}
+    to_send: list[tuple[str, str, str]] = []
+    actor = f"sweeper:{ctx.name}"
+
+    with session_scope(ctx.sessionmaker) as s:
+        ids = list(s.scalars(select(Job.id).where(Job.state == JobState.running)))
+        for job_id in ids:
+            job = jobs_repo.get_for_update(s, job_id)
+            beat = _aware(job.heartbeat_at) if job else None
+            if job is None or job.state != JobState.running or (beat and beat > stale_before):
+                continue
+            if job.attempts >= job.max_attempts:
+                job.error = (
+                    f"the worker running this job stopped responding {job.attempts} times;"
+                    " giving up (check the worker logs, e.g. for running out of memory)"
+                )
+                for r in requests_repo.job_requests(s, job.id):
+                    r.status = RequestStatus.failed
+                    r.completed_at = now
+                transition(s, job, JobState.failed, job.error, actor=actor)
+                counts["failed"] += 1
+            else:
+                transition(
+                    s,
+                    job,
+                    JobState.queued,
+                    f"worker {job.claimed_by} lost (no heartbeat since {beat}); retrying",
+                    actor=actor,
+                )
+                job.task_sent_at = now
+                to_send.append((TASK_OF[JobKind(job.kind)], job.id, job.queue))
+                counts["requeued"] += 1
+
+        ids = list(
+            s.scalars(
+                select(Job.id).where(
+                    Job.state == JobState.queued,
+                    (Job.task_sent_at.is_(None)) | (Job.task_sent_at < resend_before),
+                )
+            )
+        )
+        for job_id in ids:
+            job = jobs_repo.get_for_update(s, job_id)
+            sent = _aware(job.task_sent_at) if job else None
+            if job is None or job.state != JobState.queued or (sent and sent >= resend_before):
+                continue
+            job.task_sent_at = now
+            to_send.append((TASK_OF[JobKind(job.kind)], job.id, job.queue))
+            counts["resent"] += 1
+
+    # Sent only after the commit: a crash in between just means the next sweep sends them.
+    for name, job_id, queue in to_send:
+        if ctx.tasks is not None:
+            try:
+                ctx.tasks.send(name, job_id, queue)
+            except Exception:
+                log.warning("could not send %s for job %s; next sweep retries", name, job_id)
+    if any(counts.values()):
+        log.info("sweep: %s", counts)
+    return counts
+
+
+class SweeperThread(threading.Thread):
+    """Runs :func:`sweep_once` every ``sweep_interval_seconds`` inside a worker process."""
+
+    def __init__(self, ctx: WorkerContext) -> None:
+        super().__init__(name="lethe-sweeper", daemon=True)
+        self.ctx = ctx
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.ctx.settings.sweep_interval_seconds):
+            try:
+                sweep_once(self.ctx)
+            except Exception:
+                log.exception("sweep failed; will retry")
+
+    def stop(self) -> None:
+        self._stop_event.set()

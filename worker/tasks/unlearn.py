@@ -1,0 +1,57 @@
+"""``lethe.unlearn``: claim the job (in lineage order), run it, record the result."""
+
+from __future__ import annotations
+
+import logging
+
+from app.core.tasks import UNLEARN
+from app.models.job import JobState
+from worker.celery_app import celery_app
+from worker.context import WorkerContext, get_context
+from worker.jobs import claim_in_order
+
+log = logging.getLogger(__name__)
+
+
+@celery_app.task(name=UNLEARN, ignore_result=True)  # type: ignore[untyped-decorator]
+def unlearn_task(job_id: str) -> None:
+    ctx = get_context()
+    attempt = claim_in_order(ctx, job_id)
+    if attempt is None:
+        return
+    run_job(ctx, job_id, attempt)
+
+
+def run_job(ctx: WorkerContext, job_id: str, attempt: int) -> None:
+    # torch and the engine load here, in the worker process, never at import.
+    from app.unlearning.engine import Cancelled
+    from worker.monitor import JobMonitor
+    from worker.pipeline import JobFailed, commit, compute, finish_unsuccessfully, plan
+
+    beat = ctx.settings.heartbeat_interval_seconds
+    with JobMonitor(ctx, job_id, attempt, heartbeat_every=beat) as monitor:
+        try:
+            p = plan(ctx, job_id)
+            outcome = compute(ctx, p, monitor)
+            if monitor.lost:
+                log.warning("job %s was taken over by another worker; dropping result", job_id)
+                return
+            commit(ctx, p, outcome, monitor)
+        except Cancelled:
+            if monitor.lost:
+                return
+            finish_unsuccessfully(
+                ctx, job_id, attempt, JobState.cancelled, "cancelled on request; no new version"
+            )
+        except JobFailed as exc:
+            finish_unsuccessfully(ctx, job_id, attempt, JobState.failed, str(exc))
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            finish_unsuccessfully(
+                ctx,
+                job_id,
+                attempt,
+                JobState.failed,
+                f"internal error ({type(exc).__name__}: {exc}); nothing was changed, and the"
+                " request can be submitted again",
+            )
