@@ -29,12 +29,14 @@ def make_celery(settings: Settings) -> Celery:
     }
     if settings.broker_url.startswith("filesystem://"):
         spool = settings.broker_spool_dir
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (spool / sub).mkdir(parents=True, exist_ok=True)
         transport_options.update(
             data_folder_in=str(spool / "queue"),
             data_folder_out=str(spool / "queue"),
             processed_folder=str(spool / "processed"),
+            # Without this kombu writes its broadcast "control" folder into the working directory.
+            control_folder=str(spool / "control"),
             store_processed=False,
         )
     app.conf.update(

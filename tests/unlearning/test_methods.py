@@ -20,10 +20,10 @@ from .conftest import CPU, Trained, random_ids
 CONFIGS: dict[str, dict[str, Any]] = {
     "sfr_on": {},
     "retrain": {},
-    "finetune": {"iterations": 150, "lr": 0.1},
+    "finetune": {"iterations": 300, "lr": 0.1},
     "grad_ascent": {"iterations": 25, "lr": 0.02},
     "random_label": {"iterations": 60, "lr": 0.01},
-    "l1_sparse": {"iterations": 150, "lr": 0.1, "l1": 1e-4},
+    "l1_sparse": {"iterations": 300, "lr": 0.1, "l1": 1e-4},
     "salun": {"iterations": 60, "lr": 0.01},
 }
 #: Stated bounds: forget accuracy on the forgotten class drops by at least MIN_FA_DROP points

@@ -66,8 +66,8 @@ def worker_settings(committed_url: str, tmp_path_factory: pytest.TempPathFactory
         signing_key_path=root / "signing-key.pem",
         auto_migrate=False,
         # Fast failure detection, so crash-recovery tests take seconds, not minutes.
-        heartbeat_interval_seconds=0.5,
-        heartbeat_timeout_seconds=4,
+        heartbeat_interval_seconds=1,
+        heartbeat_timeout_seconds=10,
         resend_after_seconds=3,
         sweep_interval_seconds=1,
     )
