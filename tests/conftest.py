@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.certificates.signing import generate_key_file
 from app.core.config import Environment, Settings
 from app.core.db import make_engine
 from app.core.migrate import upgrade
@@ -91,8 +92,15 @@ def db(session_factory: sessionmaker[Session]) -> Iterator[Session]:
     session.close()
 
 
+@pytest.fixture(scope="session")
+def signing_key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "signing-key.pem"
+    generate_key_file(path)
+    return path
+
+
 @pytest.fixture()
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def settings(tmp_path: Path, database_url: str, signing_key_path: Path) -> Settings:
     return Settings(
         environment=Environment.test,
         secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
@@ -100,6 +108,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         database_url=database_url,
         redis_url=REDIS_URL,
         artifact_uri=(tmp_path / "artifacts").as_uri(),
+        signing_key_path=signing_key_path,
         max_upload_bytes=64 * 1024**2,
         auto_migrate=False,
         # In-process worker code shares the test's single connection: no background heartbeat.

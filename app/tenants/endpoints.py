@@ -5,7 +5,15 @@ from fastapi import APIRouter, status
 from app.core.deps import SessionDep
 from app.tenants import repository, service
 from app.tenants.dependencies import Admin, Reader
-from app.tenants.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyList, ApiKeyOut, Role, WhoAmI
+from app.tenants.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyList,
+    ApiKeyOut,
+    Role,
+    TenantSettings,
+    WhoAmI,
+)
 
 router = APIRouter(prefix="/v1", tags=["tenants"])
 
@@ -17,6 +25,18 @@ def whoami(principal: Reader, session: SessionDep) -> WhoAmI:
     return WhoAmI(
         tenant_id=tenant.id, tenant_name=tenant.name, key_id=principal.key_id, role=principal.role
     )
+
+
+@router.get("/tenant/settings", summary="The tenant's unlearning policy settings")
+def get_tenant_settings(principal: Reader, session: SessionDep) -> TenantSettings:
+    return service.get_settings(session, principal.tenant_id)
+
+
+@router.put("/tenant/settings", summary="Replace the tenant's unlearning policy settings (admin)")
+def put_tenant_settings(
+    body: TenantSettings, principal: Admin, session: SessionDep
+) -> TenantSettings:
+    return service.put_settings(session, principal.tenant_id, body, actor=principal.key_id)
 
 
 @router.get("/api-keys", summary="List the tenant's API keys (admin)")

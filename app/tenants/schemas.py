@@ -43,3 +43,25 @@ class WhoAmI(BaseModel):
     tenant_name: str
     key_id: str
     role: Role
+
+
+class PolicyOverrides(BaseModel):
+    """Per-tenant policy gate thresholds (accuracy points); unset fields use the service's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    class_fa_max: float | None = Field(default=None, ge=0, le=100)
+    class_ta_drop_max: float | None = Field(default=None, ge=0, le=100)
+    sample_fa_gap_max: float | None = Field(default=None, ge=0, le=100)
+    sample_ra_drop_max: float | None = Field(default=None, ge=0, le=100)
+
+
+class TenantSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    fallback_retrain: bool = Field(
+        default=False,
+        description="When an unlearned version fails the policy gate, retrain from scratch on"
+        " the remain set (the exact answer) and certify that instead.",
+    )
+    policy: PolicyOverrides = Field(default_factory=PolicyOverrides)

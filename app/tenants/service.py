@@ -10,7 +10,7 @@ from app.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from app.models import ApiKey, Tenant
 from app.models.base import utcnow
 from app.tenants import repository
-from app.tenants.schemas import Role
+from app.tenants.schemas import Role, TenantSettings
 
 
 def create_tenant(session: Session, name: str, actor: str = "cli") -> tuple[Tenant, ApiKey, str]:
@@ -88,3 +88,30 @@ def authenticate(session: Session, presented: str | None) -> ApiKey:
     if key.revoked_at is not None:
         raise Unauthorized("The API key has been revoked.")
     return key
+
+
+def get_settings(session: Session, tenant_id: str) -> TenantSettings:
+    tenant = repository.get_tenant(session, tenant_id)
+    if tenant is None:
+        raise NotFound(f"No tenant {tenant_id}.")
+    return TenantSettings.model_validate(tenant.settings or {})
+
+
+def put_settings(
+    session: Session, tenant_id: str, new: TenantSettings, actor: str
+) -> TenantSettings:
+    tenant = repository.get_tenant(session, tenant_id)
+    if tenant is None:
+        raise NotFound(f"No tenant {tenant_id}.")
+    tenant.settings = new.model_dump(mode="json", exclude_none=True)
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="tenant.settings_changed",
+        subject_type="tenant",
+        subject_id=tenant_id,
+        payload=tenant.settings,
+    )
+    return new
