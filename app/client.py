@@ -164,9 +164,53 @@ class LetheClient:
             if not cursor:
                 return
 
-    def download_weights(self, model_id: str, dest: str | Path) -> Path:
+    # -- forgetting -----------------------------------------------------------------------------
+    def forget(
+        self,
+        model_id: str,
+        *,
+        class_ids: list[int] | None = None,
+        sample_ids: list[int] | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Submit a forget request (exactly one of ``class_ids`` or ``sample_ids``)."""
+        body: dict[str, Any] = {**options}
+        if class_ids is not None:
+            body["class_ids"] = class_ids
+        if sample_ids is not None:
+            body["sample_ids"] = sample_ids
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return dict(
+            self.request(
+                "POST", f"/v1/models/{model_id}/forget-requests", json=body, headers=headers
+            )
+        )
+
+    def cancel_job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def lineage(self, model_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/models/{model_id}/lineage"))
+
+    def certificate(self, model_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/models/{model_id}/certificate"))
+
+    def signing_keys(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/signing-keys"))
+
+    def overdue_requests(self) -> Iterator[dict[str, Any]]:
+        yield from self._paginate("/v1/forget-requests", {"overdue": True})
+
+    def verify_audit_log(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/audit-events/verify"))
+
+    def download_weights(
+        self, model_id: str, dest: str | Path, *, allow_uncertified: bool = False
+    ) -> Path:
         dest = Path(dest)
-        with self._http.stream("GET", f"/v1/models/{model_id}/weights") as res:
+        params = {"allow_uncertified": "true"} if allow_uncertified else {}
+        with self._http.stream("GET", f"/v1/models/{model_id}/weights", params=params) as res:
             if res.status_code >= 400:
                 res.read()
                 self._check(res)

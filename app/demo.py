@@ -4,12 +4,13 @@ instead of Redis), SQLite instead of PostgreSQL, local artifacts.
 
 Steps: start both processes, create a tenant, register a real dataset (scikit-learn's digits, or
 Fashion-MNIST from Debian's package), train a small CNN on it, upload it, wait for the worker's
-deep check, download the registered weights and check their digest.
+deep check, forget a class and then one person's samples (progress from the jobs themselves),
+download the newest version, verify its certificate offline, and print the metrics and lineage.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -18,18 +19,42 @@ import time
 from pathlib import Path
 from typing import Any
 
+from app.cli import main as cli_main
 from app.client import LetheClient
 
 
-def _bar(label: str, done: int, total: int, extra: str = "") -> None:
-    width = 28
-    frac = min(1.0, done / total) if total else 1.0
-    sys.stderr.write(
-        f"\r  {label:<10} [{'#' * int(frac * width):<{width}}] {frac * 100:5.1f}% {extra}"
-    )
-    if done >= total:
-        sys.stderr.write("\n")
-    sys.stderr.flush()
+class _ProgressLine:
+    """One progress bar per phase on stderr: redrawn in place on a terminal, and only at
+    quarter marks when the output goes to a file (so logs stay readable)."""
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.pct = -1
+        self.tty = sys.stderr.isatty()
+
+    def show(self, phase: str, done: int, total: int) -> None:
+        pct = min(100, int(100 * done / total)) if total else 100
+        if phase != self.phase:
+            self.close()
+            self.phase, self.pct = phase, -1
+        quiet = not self.tty and self.pct >= 0 and pct < 100 and pct // 25 == self.pct // 25
+        if pct == self.pct or quiet:
+            return
+        self.pct = pct
+        bar = "#" * (pct * 28 // 100)
+        line = f"  {phase:<22} [{bar:<28}] {pct:3d}%"
+        sys.stderr.write(f"\r{line}" if self.tty else f"{line}\n")
+        sys.stderr.flush()
+
+    def job(self, job: dict[str, Any]) -> None:
+        p = job.get("progress") or {}
+        if p.get("total"):
+            self.show(str(p.get("phase")), int(p.get("step") or 0), int(p["total"]))
+
+    def close(self) -> None:
+        if self.phase is not None and self.tty:
+            sys.stderr.write("\n")
+        self.phase = None
 
 
 def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -141,14 +166,16 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             args = {"num_classes": ds["num_classes"]}
             model = build_model("small_cnn", args)
             print("4. training a small CNN on it")
+            bar = _ProgressLine()
             report = train(
                 model,
                 train_set,
                 recipe,
                 device=torch.device("cpu"),
                 seed=0,
-                progress=lambda p: _bar("training", int(p["step"]), int(p["total"])),
+                progress=lambda p: bar.show("training", int(p["step"]), int(p["total"])),
             )
+            bar.close()
             weights = data_dir / "model.safetensors"
             save_file({k: v.contiguous().cpu() for k, v in model.state_dict().items()}, weights)
             spec = {
@@ -181,28 +208,79 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
                 f" {base['train_accuracy']:.1f}%, test accuracy {base['test_accuracy']:.1f}%"
             )
 
-            out = client.download_weights(mv["id"], data_dir / "downloaded.safetensors")
-            digest = hashlib.sha256(out.read_bytes()).hexdigest()
-            same = digest == mv["weights_digest"]
-            print(
-                f"6. downloaded {out.name}: sha256 {digest[:12]}... "
-                f"{'matches' if same else 'DOES NOT MATCH'} the registry"
+            original_id = mv["id"]
+            rng = np.random.default_rng(1)
+            person = sorted(int(x) for x in rng.choice(arrays["sample_ids"], 25, replace=False))
+            steps: list[tuple[str, dict[str, Any]]] = [
+                (
+                    "6. forget class 3",
+                    {"class_ids": [3], "reason": "licence for class 3 withdrawn"},
+                ),
+                (
+                    "7. forget one person's 25 samples",
+                    {"sample_ids": person, "subject_ref": "person-42", "reason": "GDPR art. 17"},
+                ),
+            ]
+            jobs = []
+            for title, body in steps:
+                fr = client.forget(original_id, **body)
+                print(f"{title}: request {fr['id'][:8]}, job {fr['job_id'][:8]} queued")
+                line = _ProgressLine()
+                job = client.wait_for_job(fr["job_id"], timeout=600, on_update=line.job)
+                line.close()
+                if job["state"] != "succeeded":
+                    print(f"   job {job['state']}: {job['error']}", file=sys.stderr)
+                    return 1
+                jobs.append((title, job))
+                print(
+                    f"   version {job['outcome']['new_version']} created; verdict"
+                    f" {job['outcome']['verdict']}"
+                )
+
+            newest = jobs[-1][1]["result_model_id"]
+            # An uncertified version (it failed the policy gate) is only served on request; the
+            # demo takes it anyway so that `lethe verify` can say why it fails.
+            out = client.download_weights(
+                newest, data_dir / "unlearned.safetensors", allow_uncertified=True
+            )
+            (data_dir / "certificate.json").write_text(json.dumps(client.certificate(newest)))
+            (data_dir / "signing-keys.json").write_text(json.dumps(client.signing_keys()))
+            print("8. downloaded the newest version; `lethe verify` checks its certificate:")
+            rc = cli_main(
+                [
+                    "verify",
+                    str(data_dir / "certificate.json"),
+                    "--model",
+                    str(out),
+                    "--key",
+                    str(data_dir / "signing-keys.json"),
+                ]
             )
 
-            print("\n| version | status | train acc | test acc | digest |")
+            print("\n| request | model | FA | RA | TA | MIA (entropy) |")
+            print("|---|---|---|---|---|---|")
+            for title, job in jobs:
+                for subject in ("original", "unlearned"):
+                    m = job["outcome"]["metrics"][subject]
+                    print(
+                        f"| {title[3:]} | {subject} | {m['FA']:.1f} | {m['RA']:.1f} |"
+                        f" {m['TA']:.1f} | {m['MIA_entropy']:.1f} |"
+                    )
+            print("\n| version | parent | status | forgotten samples | digest |")
             print("|---|---|---|---|---|")
-            for m in client.list_models(lineage_id=mv["lineage_id"]):
-                b = m["baseline_metrics"] or {}
+            numbers: dict[str, int] = {}
+            for v in client.lineage(original_id)["versions"]:
+                numbers[v["id"]] = v["version"]
+                parent = numbers.get(v["parent_id"], "-") if v["parent_id"] else "-"
                 print(
-                    f"| {m['version']} | {m['status']} | {b.get('train_accuracy', '-')} |"
-                    f" {b.get('test_accuracy', '-')} | {m['weights_digest'][:12]}... |"
+                    f"| {v['version']} | {parent} | {v['status']} | {v['forgotten_count']} |"
+                    f" {(v['weights_digest'] or '')[:12]}... |"
                 )
-            print("\nPer-class test accuracy:", base["test_accuracy_per_class"])
         print(
             f"\nDone in {time.monotonic() - started:.0f} s. State is in {data_dir}/"
             " (delete it freely)."
         )
-        return 0 if same else 1
+        return rc
     finally:
         for proc in procs:
             proc.terminate()

@@ -75,6 +75,9 @@ class JobPlan:
     class_ids: list[int] | None
     sample_ids: list[int] | None
     exclude_ids: list[int]
+    # Classes forgotten whole earlier in the lineage: the model no longer predicts them, so they
+    # leave the test set too (else every later request would count them as errors).
+    gone_classes: list[int]
     fallback_retrain: bool
     thresholds: Thresholds
     started_at: str
@@ -101,6 +104,7 @@ def plan(ctx: WorkerContext, job_id: str) -> JobPlan:
         job.model_id = head.id
         done = requests_repo.lineage_requests(s, job.lineage_id, RequestStatus.completed)
         exclude = sorted({int(i) for r in done for i in (r.resolved_sample_ids or [])})
+        gone = sorted({int(c) for r in done if r.kind == "class" for c in (r.class_ids or [])})
         ds = s.get(Dataset, head.dataset_id)
         tenant = s.get(Tenant, job.tenant_id)
         assert ds is not None and tenant is not None
@@ -158,6 +162,7 @@ def plan(ctx: WorkerContext, job_id: str) -> JobPlan:
             class_ids=class_ids,
             sample_ids=sample_ids,
             exclude_ids=exclude,
+            gone_classes=gone,
             fallback_retrain=bool((tenant.settings or {}).get("fallback_retrain", False)),
             thresholds=thresholds,
             started_at=(job.started_at or utcnow()).isoformat(),
@@ -191,6 +196,8 @@ def compute(ctx: WorkerContext, p: JobPlan, monitor: JobMonitor) -> Outcome:
     )
     if test is None:
         raise JobFailed("the dataset has no test split; register it with one to unlearn")
+    if p.gone_classes:
+        test = test.take(~np.isin(test.labels, np.asarray(p.gone_classes, dtype=np.int64)))
     try:
         split = build_split(
             train,

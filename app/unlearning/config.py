@@ -86,13 +86,13 @@ class SFROnConfig(_SGDFields):
         default=None, ge=1, le=1_000_000, description="N; explicit value disables its calibration."
     )
     budget: float = Field(
-        default=0.03,
+        default=0.02,
         gt=0,
         le=2,
         description="N as a fraction of the original training's optimizer steps when "
         "iterations is not given.",
     )
-    min_iterations: int = Field(default=20, ge=1, le=1_000_000)
+    min_iterations: int = Field(default=10, ge=1, le=1_000_000)
     forget_every: int = Field(default=5, ge=1, le=1000, description="k: one forget step every k.")
     lr: float = Field(default=0.01, gt=0, le=10, description="eta0, cosine-annealed to 0.")
     alpha0: float | None = Field(
@@ -124,15 +124,58 @@ class SFROnConfig(_SGDFields):
         "side).",
     )
     calibrate: bool = Field(
-        default=True, description="Pick alpha0 and iterations on a validation split first."
+        default=True,
+        description="Pick alpha0 and iterations on a validation split first (each only when "
+        "not given explicitly).",
     )
     calibration_share: float = Field(
-        default=0.5,
+        default=2 / 3,
         ge=0,
         le=0.95,
-        description="At most this share of the total iteration budget goes to calibration trials.",
+        description="All calibration trials together get iterations/(1 - share) iterations; the "
+        "chosen trial is the result, so at most this share of them is spent on trials that are "
+        "not used.",
     )
     calibration_samples: int = Field(default=1024, ge=64, le=100_000)
+    calibration_start_class: float = Field(
+        default=0.2,
+        gt=0,
+        le=1e4,
+        description="First alpha0 of a class-wise search, in units of the alpha0 at which the "
+        "first forget step starts to be clipped.",
+    )
+    calibration_start_sample: float = Field(
+        default=1.5,
+        gt=0,
+        le=1e4,
+        description="Same, for sample-wise requests.",
+    )
+    calibration_step: float = Field(
+        default=4.0,
+        gt=1,
+        le=1000,
+        description="alpha0 factor per trial until bracketed (class-wise: its square root).",
+    )
+    calibration_tol_class: float = Field(
+        default=1.0, ge=0, le=100, description="Forget-accuracy tolerance (points), class-wise."
+    )
+    calibration_tol_sample: float = Field(
+        default=1.5, ge=0, le=100, description="Same, sample-wise, around the unseen accuracy."
+    )
+    calibration_side_tol: float = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Held-out remain + unseen accuracy loss (points) accepted before a trial "
+        "with more iterations (and, class-wise, a weaker ascent) is tried.",
+    )
+    calibration_entropy_weight: float = Field(
+        default=0.1,
+        ge=0,
+        le=100,
+        description="Weight of the forgotten samples' entropy mismatch (points of log C) in the "
+        "trial score.",
+    )
 
 
 class RetrainConfig(_MethodConfig):
