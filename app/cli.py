@@ -33,9 +33,19 @@ def _settings() -> Settings:
 def cmd_api(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.core.observability import configure_logging
     from app.main import create_app
 
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level)
+    configure_logging(args.log_level)
+    # log_config=None: uvicorn's loggers go through the JSON handler; our middleware logs access.
+    uvicorn.run(
+        create_app(),
+        host=args.host,
+        port=args.port,
+        log_config=None,
+        access_log=False,
+        log_level=args.log_level,
+    )
     return EXIT_OK
 
 

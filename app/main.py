@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine
 
 from app import __version__
@@ -17,6 +18,7 @@ from app.certificates.endpoints import router as certificates_router
 from app.core.config import Mode, Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_handlers
+from app.core.observability import Metrics, request_context_middleware
 from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.datasets.endpoints import router as datasets_router
@@ -102,6 +104,14 @@ def create_app(
     app.state.store = open_store(settings.resolved_artifact_uri)
     app.state.tasks = tasks or TaskSender(settings)
     install_handlers(app)
+    # A getter, not the sessionmaker itself: tests swap the sessionmaker after the app is built.
+    app.state.metrics = Metrics(lambda: app.state.sessionmaker)
+    app.middleware("http")(request_context_middleware)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     for router in (
         health_router,
         tenants_router,

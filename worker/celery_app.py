@@ -8,9 +8,10 @@ first use (see :mod:`worker.context`), never before a fork.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
 
 from app.core.config import get_settings
 from app.core.tasks import make_celery
@@ -46,6 +47,15 @@ def _stop_sweeper(**_: Any) -> None:
         _sweeper.stop()
 
 
+def _json_logs(loglevel: str | int | None = None, **_: Any) -> None:
+    # Connecting to setup_logging stops Celery from installing its own handlers.
+    from app.core.observability import configure_logging
+
+    level = loglevel if isinstance(loglevel, str) else logging.getLevelName(loglevel or 20)
+    configure_logging(str(level))
+
+
+setup_logging.connect(_json_logs, weak=False)
 worker_process_init.connect(_fresh_resources_after_fork, weak=False)
 worker_ready.connect(_start_sweeper, weak=False)
 worker_shutdown.connect(_stop_sweeper, weak=False)

@@ -3,11 +3,14 @@ the row locked, so a redelivered or duplicated task cannot run a job twice."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 
 from app.core.db import session_scope
+from app.core.observability import job_id_var, request_id_var
 from app.jobs import repository
 from app.jobs.service import transition
 from app.models import Job
@@ -73,3 +76,17 @@ def report_progress(ctx: WorkerContext, job_id: str, progress: dict[str, Any]) -
         job = repository.get_for_update(session, job_id)
         if job is not None and job.state == JobState.running:
             job.progress = progress
+
+
+@contextmanager
+def job_log_context(ctx: WorkerContext, job_id: str) -> Iterator[None]:
+    """Tag every log line of this task with the job ID and the API request that created it."""
+    with ctx.sessionmaker() as session:
+        job = session.get(Job, job_id)
+        request_id = job.request_id if job is not None else None
+    tokens = (job_id_var.set(job_id), request_id_var.set(request_id))
+    try:
+        yield
+    finally:
+        job_id_var.reset(tokens[0])
+        request_id_var.reset(tokens[1])

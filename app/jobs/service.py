@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound
+from app.core.observability import request_id_var
 from app.core.tasks import TaskSender
 from app.jobs import repository
 from app.models import Job, JobTransition
@@ -79,6 +80,7 @@ def create(
         model_id=model_id,
         queue=queue,
         task_sent_at=utcnow(),
+        request_id=request_id_var.get(),
         **fields,
     )
     session.add(job)

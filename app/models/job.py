@@ -48,6 +48,8 @@ class Job(IdMixin, CreatedMixin, Base):
     # Set when a request joined a queued job instead of starting its own.
     coalesced: Mapped[bool] = mapped_column(default=False)
     outcome: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The X-Request-ID of the API call that created the job: worker logs carry it too.
+    request_id: Mapped[str | None] = mapped_column(String(64), default=None)
     queue: Mapped[str] = mapped_column(String(16), default="cpu")
     attempts: Mapped[int] = mapped_column(default=0)
     max_attempts: Mapped[int] = mapped_column(default=3)

@@ -8,7 +8,7 @@ from app.core.tasks import UNLEARN
 from app.models.job import JobState
 from worker.celery_app import celery_app
 from worker.context import WorkerContext, get_context
-from worker.jobs import claim_in_order
+from worker.jobs import claim_in_order, job_log_context
 
 log = logging.getLogger(__name__)
 
@@ -16,10 +16,12 @@ log = logging.getLogger(__name__)
 @celery_app.task(name=UNLEARN, ignore_result=True)  # type: ignore[untyped-decorator]
 def unlearn_task(job_id: str) -> None:
     ctx = get_context()
-    attempt = claim_in_order(ctx, job_id)
-    if attempt is None:
-        return
-    run_job(ctx, job_id, attempt)
+    with job_log_context(ctx, job_id):
+        attempt = claim_in_order(ctx, job_id)
+        if attempt is None:
+            log.info("job %s is waiting for its lineage or already taken; nothing to do", job_id)
+            return
+        run_job(ctx, job_id, attempt)
 
 
 def run_job(ctx: WorkerContext, job_id: str, attempt: int) -> None:

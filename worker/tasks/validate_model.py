@@ -14,7 +14,7 @@ from app.models.job import JobState
 from app.models.model_version import ModelStatus
 from worker.celery_app import celery_app
 from worker.context import WorkerContext, get_context
-from worker.jobs import claim, report_progress
+from worker.jobs import claim, job_log_context, report_progress
 from worker.snapshots import ModelSnapshot
 
 log = logging.getLogger(__name__)
@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 @celery_app.task(name=VALIDATE_MODEL, ignore_result=True)  # type: ignore[untyped-decorator]
 def validate_model(job_id: str) -> None:
     ctx = get_context()
-    if not claim(ctx, job_id):
-        log.info("job %s is not queued any more; nothing to do", job_id)
-        return
-    run_validation(ctx, job_id)
+    with job_log_context(ctx, job_id):
+        if not claim(ctx, job_id):
+            log.info("job %s is not queued any more; nothing to do", job_id)
+            return
+        run_validation(ctx, job_id)
 
 
 def run_validation(ctx: WorkerContext, job_id: str) -> None:

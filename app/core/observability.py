@@ -1,0 +1,179 @@
+"""Structured JSON logs with a request ID that follows a request into its job, and Prometheus
+metrics (``/metrics``)."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
+from starlette.responses import Response
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "lethe_request_id", default=None
+)
+job_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "lethe_job_id", default=None
+)
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request and job IDs, extras."""
+
+    _skip = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if rid := request_id_var.get():
+            out["request_id"] = rid
+        if jid := job_id_var.get():
+            out["job_id"] = jid
+        for key, value in vars(record).items():
+            if key not in self._skip and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class Metrics:
+    """Per-process HTTP metrics plus job gauges read from the database at scrape time."""
+
+    def __init__(self, factory: Callable[[], sessionmaker[Session]]) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "lethe_http_requests_total",
+            "HTTP requests by method, route and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "lethe_http_request_duration_seconds",
+            "HTTP request latency by route.",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.registry.register(_JobCollector(factory))
+
+
+class _JobCollector(Collector):
+    def __init__(self, factory: Callable[[], sessionmaker[Session]]) -> None:
+        self.factory = factory
+
+    def collect(self) -> Iterator[Any]:
+        from app.models import Job
+        from app.models.job import JobState
+
+        by_state = GaugeMetricFamily(
+            "lethe_jobs", "Jobs by kind and state.", labels=["kind", "state"]
+        )
+        depth = GaugeMetricFamily(
+            "lethe_queue_depth",
+            "Jobs committed and waiting for a worker, by queue.",
+            labels=["queue"],
+        )
+        buckets = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, float("inf"))
+        counts = [0] * len(buckets)
+        total = 0.0
+        with self.factory()() as s:
+            for kind, state, n in s.execute(
+                select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
+            ):
+                by_state.add_metric([kind, state], n)
+            for queue, n in s.execute(
+                select(Job.queue, func.count())
+                .where(Job.state == JobState.queued)
+                .group_by(Job.queue)
+            ):
+                depth.add_metric([queue], n)
+            recent = s.execute(
+                select(Job.started_at, Job.finished_at)
+                .where(Job.state == JobState.succeeded, Job.started_at.is_not(None))
+                .order_by(Job.finished_at.desc())
+                .limit(1000)
+            )
+            for started, finished in recent:
+                if started is None or finished is None:
+                    continue
+                seconds = (finished - started).total_seconds()
+                total += seconds
+                for i, edge in enumerate(buckets):
+                    if seconds <= edge:
+                        counts[i] += 1
+        hist = HistogramMetricFamily(
+            "lethe_job_duration_seconds", "Run time of the last 1000 succeeded jobs."
+        )
+        hist.add_metric(
+            [],
+            buckets=[
+                (str(b) if b != float("inf") else "+Inf", c)
+                for b, c in zip(buckets, counts, strict=True)
+            ],
+            sum_value=total,
+        )
+        yield by_state
+        yield depth
+        yield hist
+
+
+def route_template(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", None) or "unmatched")
+
+
+async def request_context_middleware(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Give every request an ID (the client's ``X-Request-ID`` when it is sane), log one line
+    per request, and count it."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex
+    token = request_id_var.set(rid)
+    start = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+        response.headers[REQUEST_ID_HEADER] = rid
+        return response
+    finally:
+        elapsed = time.perf_counter() - start
+        route = route_template(request)
+        metrics: Metrics | None = getattr(request.app.state, "metrics", None)
+        if metrics is not None and route != "/metrics":
+            metrics.requests.labels(request.method, route, str(status)).inc()
+            metrics.latency.labels(request.method, route).observe(elapsed)
+        logging.getLogger("lethe.access").info(
+            "%s %s %s",
+            request.method,
+            request.url.path,
+            status,
+            extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "route": route},
+        )
+        request_id_var.reset(token)
