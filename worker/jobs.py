@@ -18,34 +18,16 @@ from app.models.job import JobKind, JobState
 from worker.context import WorkerContext
 
 
-def claim(ctx: WorkerContext, job_id: str) -> bool:
-    """Move a queued job to running under a row lock. False when it is missing, already claimed
-    or finished: the caller then does nothing."""
-    with session_scope(ctx.sessionmaker) as session:
-        job = repository.get_for_update(session, job_id)
-        if job is None or job.state != JobState.queued:
-            return False
-        job.attempts += 1
-        job.claimed_by = ctx.name
-        transition(
-            session,
-            job,
-            JobState.running,
-            f"claimed by {ctx.name}, attempt {job.attempts}",
-            actor=f"worker:{ctx.name}",
-        )
-        return True
-
-
-def claim_in_order(ctx: WorkerContext, job_id: str) -> int | None:
-    """Claim an unlearning job only when no earlier job of its lineage is unfinished, so the
-    jobs of one lineage run one at a time, in arrival order. Returns the attempt number, or
-    None (then the message is done with: the earlier job sends this one when it ends)."""
+def claim(ctx: WorkerContext, job_id: str, *, in_lineage_order: bool = False) -> int | None:
+    """Move a queued job to running under a row lock and return its attempt number (the fencing
+    token every later write checks). None when the job is missing, already claimed or finished,
+    or (``in_lineage_order``) an earlier job of its lineage is unfinished: the caller then does
+    nothing, and that earlier job sends this one when it ends."""
     with session_scope(ctx.sessionmaker) as session:
         job = repository.get_for_update(session, job_id)
         if job is None or job.state != JobState.queued:
             return None
-        if job.lineage_id is not None:
+        if in_lineage_order and job.lineage_id is not None:
             earlier = session.scalars(
                 select(Job.id).where(
                     Job.lineage_id == job.lineage_id,
@@ -69,6 +51,11 @@ def claim_in_order(ctx: WorkerContext, job_id: str) -> int | None:
             actor=f"worker:{ctx.name}",
         )
         return job.attempts
+
+
+def claim_in_order(ctx: WorkerContext, job_id: str) -> int | None:
+    """:func:`claim` for unlearning jobs: one job per lineage at a time, in arrival order."""
+    return claim(ctx, job_id, in_lineage_order=True)
 
 
 def report_progress(ctx: WorkerContext, job_id: str, progress: dict[str, Any]) -> None:

@@ -4,7 +4,7 @@ import base64
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
 from app.audit import service
@@ -26,7 +26,10 @@ def _decode(token: str) -> int:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
         if not raw.startswith("seq:"):
             raise ValueError(raw)
-        return int(raw[4:])
+        seq = int(raw[4:])
+        if not 0 <= seq < 2**62:
+            raise ValueError(raw)
+        return seq
     except ValueError:
         raise InvalidInput(
             "The cursor is not valid.",
@@ -68,7 +71,9 @@ def verify_chain(principal: Auditor, session: SessionDep) -> ChainOut:
 
 
 @router.get("/{event_id}", summary="One audit event (auditor, admin)")
-def get_event(event_id: int, principal: Auditor, session: SessionDep) -> AuditEventOut:
+def get_event(
+    event_id: Annotated[int, Path(ge=1, le=2**63 - 1)], principal: Auditor, session: SessionDep
+) -> AuditEventOut:
     ev = session.get(AuditEvent, event_id)
     if ev is None or ev.tenant_id != principal.tenant_id:
         raise NotFound(f"No audit event {event_id}.")

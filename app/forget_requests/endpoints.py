@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
 from app.core.pagination import decode_cursor, finish_page
@@ -110,6 +110,10 @@ def get_lineage(model_id: str, principal: Reader, session: SessionDep) -> Lineag
     summary="Which model versions still carry a sample, and which have forgotten it",
 )
 def get_exposure(
-    dataset_id: str, sample_id: int, principal: Reader, session: SessionDep, store: StoreDep
+    dataset_id: str,
+    sample_id: Annotated[int, Path(ge=-(2**63), le=2**63 - 1)],
+    principal: Reader,
+    session: SessionDep,
+    store: StoreDep,
 ) -> Exposure:
     return lineage_views.exposure(session, store, principal.tenant_id, dataset_id, sample_id)

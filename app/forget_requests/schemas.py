@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Sample IDs are int64 in the manifest; anything outside cannot name a sample.
+SampleId = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+ClassId = Annotated[int, Field(ge=0, le=100_000)]
 
 
 class ForgetRequestIn(BaseModel):
@@ -24,8 +28,12 @@ class ForgetRequestIn(BaseModel):
         },
     )
 
-    class_ids: list[int] | None = Field(default=None, description="Forget whole classes.")
-    sample_ids: list[int] | None = Field(default=None, description="Forget these training samples.")
+    class_ids: list[ClassId] | None = Field(
+        default=None, max_length=100_000, description="Forget whole classes."
+    )
+    sample_ids: list[SampleId] | None = Field(
+        default=None, max_length=1_000_000, description="Forget these training samples."
+    )
     method: str = Field(default="sfr_on", examples=["sfr_on", "retrain", "salun"])
     config: dict[str, Any] = Field(
         default_factory=dict, description="The method's hyperparameters."

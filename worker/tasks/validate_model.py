@@ -15,6 +15,7 @@ from app.models.model_version import ModelStatus
 from worker.celery_app import celery_app
 from worker.context import WorkerContext, get_context
 from worker.jobs import claim, job_log_context, report_progress
+from worker.monitor import JobMonitor
 from worker.snapshots import ModelSnapshot
 
 log = logging.getLogger(__name__)
@@ -24,13 +25,16 @@ log = logging.getLogger(__name__)
 def validate_model(job_id: str) -> None:
     ctx = get_context()
     with job_log_context(ctx, job_id):
-        if not claim(ctx, job_id):
+        attempt = claim(ctx, job_id)
+        if attempt is None:
             log.info("job %s is not queued any more; nothing to do", job_id)
             return
-        run_validation(ctx, job_id)
+        beat = ctx.settings.heartbeat_interval_seconds
+        with JobMonitor(ctx, job_id, attempt, heartbeat_every=beat):
+            run_validation(ctx, job_id, attempt)
 
 
-def run_validation(ctx: WorkerContext, job_id: str) -> None:
+def run_validation(ctx: WorkerContext, job_id: str, attempt: int | None = None) -> None:
     # torch is imported here, inside the worker process, never at module import.
     from app.unlearning.device import default_device
     from worker.data import DatasetRef, load_manifest
@@ -68,8 +72,8 @@ def run_validation(ctx: WorkerContext, job_id: str) -> None:
     with session_scope(ctx.sessionmaker) as session:
         job = jobs_repo.get_for_update(session, job_id)
         assert job is not None and job.model_id is not None
-        if job.state != JobState.running:
-            return  # cancelled meanwhile: leave the row as the canceller set it
+        if job.state != JobState.running or (attempt is not None and job.attempts != attempt):
+            return  # cancelled or taken over meanwhile: leave the row to its new owner
         mv = session.get(ModelVersion, job.model_id)
         assert mv is not None
         if verdict == "ready" and baseline is not None:
