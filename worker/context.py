@@ -43,3 +43,11 @@ def get_context() -> WorkerContext:
 def reset_context() -> None:
     """Forget resources inherited through a fork (connections must not be shared)."""
     get_context.cache_clear()
+
+
+def apply_torch_threads(settings: Settings) -> None:
+    """Cap torch's CPU threads when configured (e.g. a CPU worker sharing its host)."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)

@@ -44,7 +44,7 @@ from worker.context import WorkerContext
 from worker.data import DatasetRef, load_manifest
 from worker.monitor import JobMonitor
 from worker.snapshots import ModelSnapshot
-from worker.validation import ModelRejected, build_and_load, load_weights
+from worker.validation import ModelRejected, build_and_load
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def compute(ctx: WorkerContext, p: JobPlan, monitor: JobMonitor) -> Outcome:
         raise JobFailed(f"cannot build the forget set: {exc}") from None
     try:
         with ctx.store.local_file(p.base.weights_digest) as path:
-            model = build_and_load(p.base.architecture, p.base.args, load_weights(path))
+            model = build_and_load(p.base.architecture, p.base.args, path)
     except ModelRejected as exc:
         raise JobFailed(f"the starting version cannot be loaded: {exc}") from None
     original = original_training(p.base.training, len(train))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from app.unlearning.architectures import build_model
@@ -36,33 +36,47 @@ def _per_class(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict[
     return round(100.0 * float(correct.mean()), 3), per_class
 
 
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
+def load_weights(
+    path: Path, expected: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Read safetensors weights. With ``expected`` (a model's own state dict), names and shapes
+    are compared from the header first, so a file that cannot fit is refused before its bytes
+    are read into memory."""
     try:
+        if expected is not None:
+            with safe_open(str(path), framework="pt") as fh:
+                shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+            check_fit(expected, shapes)
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelRejected(f"the weights file cannot be read as safetensors: {exc}") from None
 
 
-def build_and_load(
-    architecture: str, args: dict[str, Any], state: dict[str, torch.Tensor]
-) -> torch.nn.Module:
-    model = build_model(architecture, args)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+def check_fit(expected: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]) -> None:
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
     if missing or unexpected:
         raise ModelRejected(
-            f"the weights do not fit {architecture} with args {args}: "
+            "the weights do not fit the architecture: "
             f"missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
         )
     wrong = [
-        f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}"
+        f"{k}: {shapes[k]} != {tuple(v.shape)}"
         for k, v in expected.items()
-        if tuple(state[k].shape) != tuple(v.shape)
+        if shapes[k] != tuple(v.shape)
     ]
     if wrong:
-        raise ModelRejected(f"tensor shapes do not fit {architecture}: {wrong[:8]}")
+        raise ModelRejected(f"tensor shapes do not fit the architecture: {wrong[:8]}")
+
+
+def build_and_load(architecture: str, args: dict[str, Any], path: Path) -> torch.nn.Module:
+    model = build_model(architecture, args)
+    expected = model.state_dict()
+    try:
+        state = load_weights(path, expected)
+    except ModelRejected as exc:
+        raise ModelRejected(f"{exc} ({architecture} with args {args})") from None
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ModelRejected(f"weights contain NaN or infinite values: {bad[:8]}")
@@ -78,7 +92,7 @@ def deep_check(
     device: torch.device,
 ) -> Baseline:
     num_classes = spec.num_classes
-    model = build_and_load(spec.architecture, spec.args, load_weights(weights_path)).to(device)
+    model = build_and_load(spec.architecture, spec.args, weights_path).to(device)
     probe = predict(model, train.take(slice(0, min(8, len(train)))), device)  # type: ignore[arg-type]
     if probe.shape[1] != num_classes or not torch.isfinite(probe).all():
         raise ModelRejected(

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     resend_after_seconds: int = Field(
         default=30, gt=0, description="Re-send a queued job's task when it has not started."
     )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=256,
+        description="CPU threads a worker's torch may use (default: torch's own choice).",
+    )
     heartbeat_interval_seconds: float = Field(
         default=5, gt=0, description="How often a running job proves its worker is alive."
     )

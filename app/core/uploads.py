@@ -34,6 +34,7 @@ from app.core.errors import (
 from app.core.storage import ArtifactStore, StagedBlob
 
 MAX_FIELD_BYTES = 1024 * 1024
+BATCH_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -195,14 +196,23 @@ async def receive_multipart(
         "on_headers_finished": on_headers_finished,
     }
     parser = MultipartParser(boundary, callbacks)  # type: ignore[arg-type]
+    pending: list[bytes] = []
+    pending_size = 0
     try:
         try:
             async for chunk in request.stream():
                 if not chunk:
                     continue
                 body_hash.update(chunk)
-                # File writes happen in a thread so a large upload never stalls the event loop.
-                await anyio.to_thread.run_sync(parser.write, chunk)
+                pending.append(chunk)
+                pending_size += len(chunk)
+                # Parsing and file writes run in a thread so a large upload never stalls the
+                # event loop; batching ~1 MiB per hop keeps the hop cost small, and bounds memory.
+                if pending_size >= BATCH_BYTES:
+                    await anyio.to_thread.run_sync(parser.write, b"".join(pending))
+                    pending, pending_size = [], 0
+            if pending:
+                await anyio.to_thread.run_sync(parser.write, b"".join(pending))
             parser.finalize()
         except ClientDisconnect:
             raise InvalidInput(

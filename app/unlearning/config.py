@@ -76,8 +76,10 @@ class _SGDFields(_MethodConfig):
 class SFROnConfig(_SGDFields):
     """SFR-on (Huang et al., NeurIPS 2024): masked, adaptively weighted ascent on the forget set
     every ``forget_every`` iterations, a remain step every iteration, one SGD optimizer and one
-    cosine schedule. Defaults are the spec's, except the budget (see ``budget``) and the loss
-    floor that keeps adaptive weights finite on zero-loss samples.
+    cosine schedule. Defaults are the spec's, except the budget (see ``budget``), the loss
+    floor that keeps adaptive weights finite on zero-loss samples, and the calibration of alpha0
+    and iterations (the ``calibration_*`` fields; their defaults were set from validation-probe
+    trials of the benchmark, see bench/README.md).
     """
 
     name: ClassVar[str] = "sfr_on"
@@ -128,6 +130,13 @@ class SFROnConfig(_SGDFields):
         description="Pick alpha0 and iterations on a validation split first (each only when "
         "not given explicitly).",
     )
+    calibration_extra_trials: int = Field(
+        default=3,
+        ge=0,
+        le=10,
+        description="Trials allowed past the calibration budget while no trial has reached the"
+        " forgetting target yet (x4 alpha0 each); 0 keeps the budget strict.",
+    )
     calibration_share: float = Field(
         default=2 / 3,
         ge=0,
@@ -138,7 +147,7 @@ class SFROnConfig(_SGDFields):
     )
     calibration_samples: int = Field(default=1024, ge=64, le=100_000)
     calibration_start_class: float = Field(
-        default=0.2,
+        default=0.3,
         gt=0,
         le=1e4,
         description="First alpha0 of a class-wise search, in units of the alpha0 at which the "

@@ -107,7 +107,7 @@ def run_validation_claimed(ctx: WorkerContext, job_id: str) -> None:
 @pytest.mark.parametrize(
     ("weights", "needle"),
     [
-        (fake_weights(), "do not fit small_cnn"),
+        (fake_weights(), "do not fit the architecture"),
         (real_weights(width=16), "shapes do not fit"),
     ],
     ids=["wrong-names", "wrong-shapes"],

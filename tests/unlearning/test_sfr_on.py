@@ -9,13 +9,28 @@ import pytest
 import torch
 from torch import nn
 
-from app.unlearning.config import OriginalTraining, SFROnConfig
-from app.unlearning.data import ArrayDataset, Split
+from app.unlearning.config import OriginalTraining, SFROnConfig, parse_method_config
+from app.unlearning.data import ArrayDataset, Split, build_split
+from app.unlearning.engine import unlearn
 from app.unlearning.methods.common import MethodContext, mask_density
-from app.unlearning.methods.sfr_on import adaptive_weights, alpha_at, compute_mask, forget_step
+from app.unlearning.methods.sfr_on import (
+    MISS_WEIGHT,
+    Target,
+    adaptive_weights,
+    alpha_at,
+    calibration_budget,
+    compute_mask,
+    direction,
+    entropy,
+    forget_step,
+    forgetting_target,
+    next_alpha,
+    saturated,
+    trial_score,
+)
 from app.unlearning.runtime import Reporter
 
-from .conftest import CPU
+from .conftest import CPU, Trained, random_ids
 
 W0 = np.array([[0.5, -1.0], [-0.25, 0.75]])
 
@@ -151,3 +166,104 @@ def test_forget_step_leaves_masked_out_weights_alone() -> None:
         assert torch.equal(p.detach()[m == 0], b[m == 0])
         moved |= bool((p.detach()[m == 1] != b[m == 1]).any())
     assert moved
+
+
+# ---- calibration: pure logic ---------------------------------------------------------------
+
+
+def test_entropy_is_zero_for_one_hot_and_log_c_for_uniform() -> None:
+    h = entropy(torch.tensor([[50.0, 0.0, 0.0], [1.0, 1.0, 1.0]]))
+    assert float(h[0]) == pytest.approx(0.0, abs=1e-6)
+    assert float(h[1]) == pytest.approx(np.log(3.0))
+
+
+def test_forgetting_target_mixes_right_and_wrong_entropies() -> None:
+    base = {"VA": 75.0, "H_unseen_right": 8.0, "H_unseen_wrong": 40.0}
+    sample = forgetting_target(base, class_wise=False, tol=1.5)
+    assert (sample.fa, sample.tol, sample.class_wise) == (75.0, 1.5, False)
+    assert sample.entropy == pytest.approx(0.75 * 8.0 + 0.25 * 40.0)
+    klass = forgetting_target(base, class_wise=True, tol=1.0)
+    assert (klass.fa, klass.entropy) == (0.0, 40.0)  # retrain gets every forgotten sample wrong
+    perfect = forgetting_target({**base, "H_unseen_wrong": float("nan")}, True, 1.0)
+    assert perfect.entropy == 8.0  # no wrong answers on the probe: fall back, never NaN
+
+
+def test_trial_score_counts_only_losses_and_misses() -> None:
+    base = {"RA_heldout": 99.0, "VA": 85.0}
+    t = Target(fa=85.0, tol=1.5, entropy=10.0, class_wise=False)
+    on = {"FA": 86.0, "RA_heldout": 99.5, "VA": 86.0, "H_forget": 10.0}
+    assert trial_score(on, base, t, entropy_weight=0.1) == 0.0  # gains are not rewarded
+    off = {"FA": 90.0, "RA_heldout": 97.0, "VA": 84.0, "H_forget": 20.0}
+    assert trial_score(off, base, t, 0.1) == pytest.approx(MISS_WEIGHT * 3.5 + 2.0 + 1.0 + 1.0)
+
+
+def test_direction_class_wise_treats_damage_as_overshoot() -> None:
+    base = {"RA_heldout": 99.0, "VA": 85.0}
+    t = Target(fa=0.0, tol=1.0, entropy=30.0, class_wise=True)
+    ok = {"FA": 0.0, "RA_heldout": 98.5, "VA": 85.0, "H_forget": 29.0}
+    assert direction(ok, base, t, side_tol=1.0) == 0
+    assert direction({**ok, "FA": 5.0}, base, t, 1.0) == 1
+    assert direction({**ok, "RA_heldout": 96.0}, base, t, 1.0) == -1
+    assert direction({**ok, "H_forget": 5.0}, base, t, 1.0) == -1  # confidently wrong
+    sw = Target(fa=85.0, tol=1.5, entropy=10.0, class_wise=False)
+    assert direction({**ok, "FA": 80.0, "RA_heldout": 90.0}, base, sw, 1.0) == -1
+    assert direction({**ok, "FA": 84.0, "RA_heldout": 90.0}, base, sw, 1.0) == 0
+
+
+def test_next_alpha_steps_then_interpolates_inside_the_bracket() -> None:
+    assert next_alpha([(10.0, 99.0, 1)], 85.0, 4.0) == 40.0
+    assert next_alpha([(10.0, 50.0, -1)], 85.0, 4.0) == 2.5
+    assert next_alpha([(10.0, 85.0, 0)], 85.0, 4.0) is None
+    # bracketed: FA 95 at 10, 75 at 1000 -> target 85 half way in log space
+    mid = next_alpha([(10.0, 95.0, 1), (1000.0, 75.0, -1)], 85.0, 4.0)
+    assert mid == pytest.approx(100.0)
+    # target close to one end: clamped to the middle of the bracket so it always shrinks
+    near = next_alpha([(10.0, 95.0, 1), (1000.0, 75.0, -1)], 94.9, 4.0)
+    assert near == pytest.approx(10.0 * 100.0**0.25)
+    for _ in range(3):  # never leaves the bounds
+        assert 1e-2 <= next_alpha([(1e5, 99.0, 1)], 0.0, 10.0) <= 1e5  # type: ignore[operator]
+
+
+def test_saturation_and_budget() -> None:
+    assert saturated([(10.0, 95.0, 1), (40.0, 95.0, 1)], None, 1.5, 4.0)
+    assert not saturated([(10.0, 95.0, 1), (40.0, 90.0, 1)], None, 1.5, 4.0)
+    assert not saturated([(10.0, 95.0, 1)], None, 1.5, 4.0)
+    assert saturated([(10.0, 95.0, 1)], 5.0, 1.5, 4.0)  # 4 x 10 > SATURATION x 5
+    assert calibration_budget(14, 2 / 3) == 42
+    assert calibration_budget(20, 0.0) == 20
+
+
+# ---- calibration on a real (tiny) model ------------------------------------------------------
+
+
+def _run_sfr(trained: Trained, split: Split, raw: dict[str, object]) -> dict[str, object]:
+    res = unlearn(
+        trained.model,
+        split,
+        parse_method_config("sfr_on", raw),
+        original=trained.original,
+        device=CPU,
+        seed=0,
+    )
+    return res.record["details"]  # type: ignore[no-any-return]
+
+
+def test_calibration_stays_in_budget_and_records_its_choice(trained: Trained) -> None:
+    split = build_split(trained.train, trained.test, forget_ids=random_ids(trained.train, 120))
+    details = _run_sfr(trained, split, {})
+    cal = details["calibration"]
+    assert isinstance(cal, dict)
+    trials = cal["trials"]
+    assert 1 <= len(trials) <= 3
+    assert cal["spent_iterations"] == sum(t["iterations"] for t in trials)
+    assert cal["spent_iterations"] <= cal["budget_iterations"]
+    chosen = min(trials, key=lambda t: t["score"])
+    assert details["alpha0"] == pytest.approx(chosen["alpha0"], rel=1e-4)
+    assert details["iterations"] == chosen["iterations"]
+    assert cal["target_FA"] == cal["baseline"]["VA"]  # sample-wise: unseen accuracy
+    # explicit values win: alpha0 given -> every trial uses it; both given -> no calibration
+    fixed = _run_sfr(trained, split, {"alpha0": 3.0})
+    assert {t["alpha0"] for t in fixed["calibration"]["trials"]} == {3.0}  # type: ignore[index]
+    assert "calibration" not in _run_sfr(trained, split, {"alpha0": 3.0, "iterations": 12})
+    pinned = _run_sfr(trained, split, {"iterations": 12})
+    assert {t["iterations"] for t in pinned["calibration"]["trials"]} == {12}  # type: ignore[index]

@@ -7,7 +7,7 @@ import logging
 from app.core.tasks import UNLEARN
 from app.models.job import JobState
 from worker.celery_app import celery_app
-from worker.context import WorkerContext, get_context
+from worker.context import WorkerContext, apply_torch_threads, get_context
 from worker.jobs import claim_in_order, job_log_context
 
 log = logging.getLogger(__name__)
@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 @celery_app.task(name=UNLEARN, ignore_result=True)  # type: ignore[untyped-decorator]
 def unlearn_task(job_id: str) -> None:
     ctx = get_context()
+    apply_torch_threads(ctx.settings)
     with job_log_context(ctx, job_id):
         attempt = claim_in_order(ctx, job_id)
         if attempt is None:

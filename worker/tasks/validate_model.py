@@ -13,7 +13,7 @@ from app.models import Dataset, ModelVersion
 from app.models.job import JobState
 from app.models.model_version import ModelStatus
 from worker.celery_app import celery_app
-from worker.context import WorkerContext, get_context
+from worker.context import WorkerContext, apply_torch_threads, get_context
 from worker.jobs import claim, job_log_context, report_progress
 from worker.monitor import JobMonitor
 from worker.snapshots import ModelSnapshot
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 @celery_app.task(name=VALIDATE_MODEL, ignore_result=True)  # type: ignore[untyped-decorator]
 def validate_model(job_id: str) -> None:
     ctx = get_context()
+    apply_torch_threads(ctx.settings)
     with job_log_context(ctx, job_id):
         attempt = claim(ctx, job_id)
         if attempt is None:

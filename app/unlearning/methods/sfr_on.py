@@ -5,13 +5,15 @@ the spec's "Pitfalls measured" section asks for:
    ``w_i = softmax(-lambda*log max(l_i, loss_floor))``, i.e. ``w_i ~ max(l_i, floor)^-lambda``
    normalised to sum 1. A float32 cross-entropy of exactly 0 therefore gets the same weight as
    one at the floor instead of ~1/eps, and can no longer swallow the batch's weight.
-2. **Budgets scale and a default works without tuning.** ``iterations`` defaults to ``budget`` x
-   the original training's optimizer steps, and with ``calibrate`` on (default), alpha0 is picked by
-   a bisection on a validation split (see :func:`calibrate`) against the request's forgetting
-   target. Explicit ``alpha0`` always wins.
+2. **Budgets scale and a default works without tuning.** ``iterations`` starts at ``budget`` x
+   the original training's optimizer steps, and with ``calibrate`` on (default), alpha0 and the
+   iteration count are picked by trials on a validation split (see :func:`calibrate`) against
+   the request's forgetting target (forget accuracy and prediction entropy), within
+   ``iterations / (1 - calibration_share)`` iterations in all. Explicit ``alpha0`` and
+   ``iterations`` always win.
 
 >>> adaptive_weights(torch.tensor([0.0, 1e-3, 1.0]), lam=0.5, floor=1e-3)
-tensor([0.4847, 0.4847, 0.0307])
+tensor([0.4922, 0.4922, 0.0156])
 """
 
 from __future__ import annotations
@@ -322,15 +324,15 @@ def direction(m: dict[str, float], base: dict[str, float], target: Target, side_
 
 
 def next_alpha(
-    tried: list[tuple[float, float, int]], target_fa: float, step: float
+    tried: list[tuple[float, float, int]], target_fa: float, step: float, *, bisect: bool = False
 ) -> float | None:
     """The next alpha0 from the trials so far, ``(alpha0, FA, direction)`` at one iteration count.
 
     Not bracketed yet: one geometric ``step`` in the needed direction from the nearest trial.
     Bracketed (a trial that needs more forgetting below one that needs less): interpolate
     log(alpha0) linearly in FA between the bracket's ends towards ``target_fa``, kept inside the
-    middle of the bracket (25-75% of its log width) so every trial shrinks it. None when a trial
-    was on target.
+    middle of the bracket (25-75% of its log width) so every trial shrinks it; ``bisect``: the
+    bracket's geometric mean. None when a trial was on target.
 
     >>> next_alpha([(25.0, 99.0, 1)], 85.0, 4.0)
     100.0
@@ -338,6 +340,8 @@ def next_alpha(
     6.25
     >>> round(next_alpha([(10.0, 100.0, 1), (100.0, 80.0, -1)], 85.0, 4.0), 2)
     56.23
+    >>> round(next_alpha([(10.0, 100.0, 1), (100.0, 80.0, -1)], 85.0, 4.0, bisect=True), 2)
+    31.62
     """
     if any(d == 0 for _, _, d in tried):
         return None
@@ -347,7 +351,7 @@ def next_alpha(
     hi = min(downs) if downs else None
     if lo is not None and hi is not None and lo[0] < hi[0]:
         (a_lo, fa_lo), (a_hi, fa_hi) = lo, hi
-        frac = 0.5 if fa_lo <= fa_hi else (fa_lo - target_fa) / (fa_lo - fa_hi)
+        frac = 0.5 if bisect or fa_lo <= fa_hi else (fa_lo - target_fa) / (fa_lo - fa_hi)
         frac = min(max(frac, 0.25), 0.75)
         return math.exp(math.log(a_lo) + frac * (math.log(a_hi) - math.log(a_lo)))
     if lo is not None and hi is None:
@@ -474,13 +478,15 @@ def calibrate(
 
     Every trial is a full SFR-on run on a copy of the original (remain steps exclude the probe's
     held-out part), measured on the probe; the best-scoring trial's weights are the result, so
-    the chosen run is not repeated. alpha0 starts at ``calibration_start`` x
-    :func:`ascent_scale` (class-wise and sample-wise requests have their own start) and moves by
-    geometric steps until the target is bracketed, then by interpolation (:func:`next_alpha`).
-    A trial on target that still costs more than ``calibration_side_tol`` points of held-out
-    accuracy is followed, when the budget allows, by one with twice the iterations and half the
-    alpha0 (the same total ascent, twice the remain steps to repair it). ``fixed_alpha`` /
-    ``fixed_iterations``: the user gave that value, which is then never changed.
+    the chosen run is not repeated. alpha0 starts at ``calibration_start_class`` /
+    ``calibration_start_sample`` x :func:`ascent_scale` and moves by geometric steps until the
+    target is bracketed, then by interpolation (:func:`next_alpha`). The iteration count starts
+    at ``iterations`` and doubles (when the budget allows) where alpha0 cannot help: when the
+    ascent is :func:`saturated` (clipping caps every forget step, so only more forget steps
+    forget more), and when a trial is on target but costs more than ``calibration_side_tol``
+    points of held-out accuracy (then with half the alpha0: the same total ascent, twice the
+    remain steps to repair it). ``fixed_alpha`` / ``fixed_iterations``: the user gave that
+    value, which is then never changed.
     """
     rng = np.random.default_rng(ctx.seed)
     probe, remain_train = _build_probe(ctx, config, rng)
@@ -501,7 +507,17 @@ def calibrate(
     trials: list[_Trial] = []
     spent = 0
     stop_reason = "budget"
-    while spent + n <= budget_iterations:
+    extra = config.calibration_extra_trials
+    while True:
+        within = spent + n <= budget_iterations
+        # Past the budget only while no trial has reached the target yet (a small model's
+        # budget can end before the target is bracketed): a few bold x4 steps, then stop.
+        short = bool(trials) and all(t.direction > 0 for t in trials) and fixed_alpha is None
+        if not within:
+            if not (short and extra > 0):
+                break
+            extra -= 1
+            alpha = min(max(t.alpha0 for t in trials) * 4.0, _ALPHA_BOUNDS[1])
         model.load_state_dict(original_state)
         sfr_on_loop(
             model,
@@ -531,10 +547,13 @@ def calibrate(
         )
         side = max(0.0, base["RA_heldout"] - m["RA_heldout"]) + max(0.0, base["VA"] - m["VA"])
         if d == 0 or fixed_alpha is not None:
-            if fixed_iterations or side <= config.calibration_side_tol:
-                stop_reason = "on target"
+            # alpha0 settled (or given): more iterations when still short of the target or
+            # when the remain side needs more repair steps, unless the user gave N
+            grow = d > 0 or (d == 0 and side > config.calibration_side_tol)
+            if fixed_iterations or not grow:
+                stop_reason = "on target" if d == 0 else "alpha0 given"
                 break
-            n, alpha = 2 * n, (alpha if fixed_alpha is not None else alpha / 2.0)
+            n, alpha = 2 * n, (alpha if fixed_alpha is not None or d > 0 else alpha / 2.0)
             continue
         same_n = [(t.alpha0, t.metrics["FA"], t.direction) for t in trials if t.iterations == n]
         # class-wise FA falls from ~100 to 0 within a narrow alpha0 range: finer steps
@@ -543,7 +562,9 @@ def calibrate(
             # every forget step is already clipped: alpha0 no longer moves FA, iterations do
             n = 2 * n
             continue
-        nxt = next_alpha(same_n, target.fa + (target.tol / 2 if class_wise else 0.0), step)
+        # class-wise FA(alpha0) is flat at 0 past the edge, so interpolating it says little
+        # about where the edge is: bisect (in log space) instead
+        nxt = next_alpha(same_n, target.fa, step, bisect=class_wise)
         if nxt is None or any(abs(math.log(nxt / a)) < 1e-6 for a, _, _ in same_n):
             stop_reason = "no new alpha0"
             break
@@ -569,6 +590,7 @@ def calibrate(
         "budget_iterations": budget_iterations,
         "spent_iterations": spent,
         "stop": stop_reason,
+        "extra_trials": config.calibration_extra_trials - extra,
         "trials": [t.summary() for t in trials],
         "chosen_alpha0": best.alpha0,
         "chosen_iterations": best.iterations,

@@ -1,0 +1,350 @@
+"""Service benchmark: the API under load while a job runs, job start latency, and streaming
+upload/download of a 1 GiB artifact against a plain file copy on the same disk.
+
+    .venv/bin/python bench/service.py            # full: 1 GiB artifact, 200 polls/s for 10 s
+    .venv/bin/python bench/service.py --quick    # 128 MiB, 5 s
+
+It runs the real thing in production mode: a fresh PostgreSQL database on 127.0.0.1:5432, Redis
+DB 12 on 127.0.0.1:6379, an API process (uvicorn) and a Celery worker process. Results: a
+Markdown table on stdout and JSON in bench/results/service[-quick].json. Targets (issue 5):
+p99 poll < 20 ms at 200 requests/s; a job starts < 1 s after its request commits; a 1 GiB upload
+at >= 50% of the plain copy's speed with < 64 MiB memory growth of the API process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from app.certificates.signing import generate_key_file  # noqa: E402
+from app.core.config import Settings  # noqa: E402
+from app.core.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
+from app.core.migrate import upgrade  # noqa: E402
+from app.tenants import service as tenants  # noqa: E402
+
+PG_ADMIN = os.environ.get("LETHE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("LETHE_BENCH_REDIS", "redis://127.0.0.1:6379/12")
+
+
+def rss_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def reset_peak_rss(pid: int) -> None:
+    # Writing 5 to clear_refs resets VmHWM (peak RSS) on Linux; needs the same user or root.
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+def write_weights(path: Path, size: int) -> None:
+    """A safetensors file with one F32 tensor of ``size`` bytes (written sparsely: fast)."""
+    n = size // 4
+    header = json.dumps({"w": {"dtype": "F32", "shape": [n], "data_offsets": [0, n * 4]}})
+    raw = header.encode() + b" " * (-len(header) % 8)
+    with open(path, "wb") as fh:
+        fh.write(len(raw).to_bytes(8, "little") + raw)
+        fh.truncate(8 + len(raw) + n * 4)
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+async def poll_at_rate(
+    url: str, headers: dict[str, str], rate: float, seconds: float
+) -> dict[str, Any]:
+    """Open loop: request i is sent at t0 + i/rate whatever happened before, so a slow answer
+    cannot hide behind fewer requests. Latency is measured from the scheduled send time."""
+    total = int(rate * seconds)
+    lat: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10) as client:
+        t0 = time.perf_counter() + 0.2
+
+        async def one(i: int) -> None:
+            nonlocal errors
+            due = t0 + i / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            try:
+                res = await client.get(url)
+                if res.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1  # counted, and its latency is the time it was given up
+            lat.append(time.perf_counter() - due)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(total)))
+        wall = time.perf_counter() - start
+    lat.sort()
+    return {
+        "requests": total,
+        "errors": errors,
+        "target_rps": rate,
+        "achieved_rps": round(total / wall, 1),
+        "p50_ms": round(1000 * statistics.median(lat), 2),
+        "p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))], 2),
+        "max_ms": round(1000 * lat[-1], 2),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--size-mib", type=int, default=None)
+    ap.add_argument("--rate", type=float, default=200)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--port", type=int, default=8799)
+    args = ap.parse_args()
+    size = (args.size_mib or (128 if args.quick else 1024)) * 1024**2
+    seconds = args.seconds or (5 if args.quick else 10)
+
+    work = Path(tempfile.mkdtemp(prefix="lethe-bench-", dir=str(ROOT / "bench")))
+    db_name = f"lethe_bench_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
+    db_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db_name
+    key_path = work / "signing-key.pem"
+    generate_key_file(key_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(
+        LETHE_DATABASE_URL=db_url,
+        LETHE_REDIS_URL=REDIS,
+        LETHE_DATA_DIR=str(work / "data"),
+        LETHE_ARTIFACT_URI=(work / "artifacts").as_uri(),
+        LETHE_SIGNING_KEY_PATH=str(key_path),
+        LETHE_MAX_UPLOAD_BYTES=str(size + 1024**2),
+        LETHE_ENVIRONMENT="development",
+        # One core for the worker's torch, one for the API: as a deployment sharing a host would.
+        LETHE_TORCH_THREADS="1",
+    )
+    redis.Redis.from_url(REDIS).flushdb()
+    upgrade(db_url)
+    settings = Settings(database_url=db_url, redis_url=REDIS)
+    with session_scope(make_sessionmaker(make_engine(settings.resolved_database_url))) as s:
+        _, _, key = tenants.create_tenant(s, "bench")
+    headers = {"Authorization": f"Bearer {key}"}
+    base = f"http://127.0.0.1:{args.port}"
+    procs: list[subprocess.Popen[bytes]] = []
+    results: dict[str, Any] = {}
+    try:
+        api = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "api",
+                "--port",
+                str(args.port),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(api)
+        wait_http(f"{base}/healthz")
+
+        # -- 1. streaming upload and download vs a plain copy --------------------------------
+        from tests import digits  # real data and a trained model for the job phases
+
+        src = work / "big.safetensors"
+        write_weights(src, size)
+        t = time.perf_counter()
+        shutil.copyfile(src, work / "copy.safetensors")
+        os.sync()
+        copy_s = time.perf_counter() - t
+        (work / "copy.safetensors").unlink()
+
+        ds = httpx.post(
+            f"{base}/v1/datasets",
+            headers=headers,
+            data={"name": "digits"},
+            files={"train": ("d", digits.dataset_bytes(), "application/octet-stream")},
+        ).json()
+        weights, _ = digits.trained()
+        spec = json.loads(digits.spec(ds["id"]))
+        before = rss_kib(api.pid, "VmRSS")
+        reset_peak_rss(api.pid)
+        t = time.perf_counter()
+        with open(src, "rb") as fh:
+            up = httpx.post(
+                f"{base}/v1/models",
+                headers=headers,
+                timeout=600,
+                data={"spec": json.dumps({**spec, "name": "big"})},
+                files={"weights": ("big.safetensors", fh, "application/octet-stream")},
+            )
+        upload_s = time.perf_counter() - t
+        assert up.status_code == 202, up.text
+        peak = rss_kib(api.pid, "VmHWM")
+        t = time.perf_counter()
+        got = 0
+        with httpx.stream(
+            "GET", f"{base}/v1/models/{up.json()['id']}/weights", headers=headers, timeout=600
+        ) as res:
+            for chunk in res.iter_bytes(1024 * 1024):
+                got += len(chunk)
+        download_s = time.perf_counter() - t
+        assert got == src.stat().st_size
+        mib = src.stat().st_size / 1024**2
+        results["artifact"] = {
+            "size_mib": round(mib, 1),
+            "plain_copy_mib_s": round(mib / copy_s, 1),
+            "upload_mib_s": round(mib / upload_s, 1),
+            "upload_vs_copy": round(copy_s / upload_s, 3),
+            "download_mib_s": round(mib / download_s, 1),
+            "api_rss_growth_mib": round((peak - before) / 1024, 1),
+        }
+        src.unlink()
+
+        # -- 2. a real job: submit-to-start, then polling while it runs -----------------------
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-Q",
+                "cpu",
+                "--pool",
+                "solo",
+                "--loglevel",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        procs.append(worker)
+        mv = httpx.post(
+            f"{base}/v1/models",
+            headers=headers,
+            data={"spec": json.dumps(spec)},
+            files={"weights": ("w", weights, "application/octet-stream")},
+        ).json()
+        deadline = time.monotonic() + 180
+        while (
+            httpx.get(f"{base}/v1/models/{mv['id']}", headers=headers).json()["status"] != "ready"
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError("model validation did not finish")
+            time.sleep(0.2)
+        starts = []
+        for cls in (1, 2, 3):
+            fr = httpx.post(
+                f"{base}/v1/models/{mv['id']}/forget-requests",
+                headers=headers,
+                json={"class_ids": [cls], "method": "retrain", "config": {"epochs": 300}},
+            ).json()
+            while True:
+                job = httpx.get(f"{base}/v1/jobs/{fr['job_id']}", headers=headers).json()
+                if job["started_at"]:
+                    break
+                time.sleep(0.02)
+            started = datetime.fromisoformat(job["started_at"])
+            received = datetime.fromisoformat(fr["created_at"])
+            starts.append((started - received).total_seconds())
+            if cls < 3:
+                httpx.post(f"{base}/v1/jobs/{fr['job_id']}/cancel", headers=headers)
+                while (
+                    httpx.get(f"{base}/v1/jobs/{fr['job_id']}", headers=headers).json()["state"]
+                    == "running"
+                ):
+                    time.sleep(0.1)
+        results["submit_to_start_s"] = {
+            "samples": [round(s, 3) for s in starts],
+            "max": round(max(starts), 3),
+        }
+        poll = asyncio.run(
+            poll_at_rate(f"{base}/v1/jobs/{fr['job_id']}", headers, args.rate, seconds)
+        )
+        print(f"poll: {poll}", file=sys.stderr)
+        job = httpx.get(f"{base}/v1/jobs/{fr['job_id']}", headers=headers, timeout=120).json()
+        poll["job_state_during"] = job["state"]
+        results["poll"] = poll
+        httpx.post(f"{base}/v1/jobs/{fr['job_id']}/cancel", headers=headers)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(work, ignore_errors=True)
+        with admin.connect() as conn:
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                {"n": db_name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}"'))
+
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    results["targets"] = {
+        "p99_poll_under_20ms": results["poll"]["p99_ms"] < 20,
+        "start_under_1s": results["submit_to_start_s"]["max"] < 1,
+        "upload_at_least_half_copy_speed": results["artifact"]["upload_vs_copy"] >= 0.5,
+        "upload_memory_under_64mib": results["artifact"]["api_rss_growth_mib"] < 64,
+    }
+    a, p, s = results["artifact"], results["poll"], results["submit_to_start_s"]
+    print("| measure | value | target |")
+    print("|---|---|---|")
+    print(
+        f"| poll p50 / p99 at {p['target_rps']:.0f} req/s (achieved {p['achieved_rps']}) |"
+        f" {p['p50_ms']} / {p['p99_ms']} ms | p99 < 20 ms |"
+    )
+    print(f"| poll errors | {p['errors']} of {p['requests']} | 0 |")
+    print(f"| submit to start (max of {len(s['samples'])}) | {s['max']} s | < 1 s |")
+    print(
+        f"| upload {a['size_mib']:.0f} MiB | {a['upload_mib_s']} MiB/s ="
+        f" {a['upload_vs_copy']:.2f} x plain copy ({a['plain_copy_mib_s']} MiB/s) | >= 0.5 x |"
+    )
+    print(f"| API memory growth during the upload | {a['api_rss_growth_mib']} MiB | < 64 MiB |")
+    print(f"| download {a['size_mib']:.0f} MiB | {a['download_mib_s']} MiB/s | |")
+    out = ROOT / "bench" / "results" / ("service-quick.json" if args.quick else "service.json")
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
