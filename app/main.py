@@ -18,7 +18,7 @@ from app.certificates.endpoints import router as certificates_router
 from app.core.config import Mode, Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_handlers
-from app.core.observability import Metrics, request_context_middleware
+from app.core.observability import Metrics, RequestContextMiddleware
 from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.datasets.endpoints import router as datasets_router
@@ -106,7 +106,7 @@ def create_app(
     install_handlers(app)
     # A getter, not the sessionmaker itself: tests swap the sessionmaker after the app is built.
     app.state.metrics = Metrics(lambda: app.state.sessionmaker)
-    app.middleware("http")(request_context_middleware)
+    app.add_middleware(RequestContextMiddleware)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

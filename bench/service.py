@@ -297,7 +297,16 @@ def main() -> int:
         poll = asyncio.run(
             poll_at_rate(f"{base}/v1/jobs/{fr['job_id']}", headers, args.rate, seconds)
         )
-        print(f"poll: {poll}", file=sys.stderr)
+        # Service time without queueing: one client, one request at a time, same job running.
+        seq = []
+        with httpx.Client(headers=headers, timeout=60) as client:
+            for _ in range(100):
+                t = time.perf_counter()
+                client.get(f"{base}/v1/jobs/{fr['job_id']}")
+                seq.append(time.perf_counter() - t)
+        seq.sort()
+        poll["sequential_p50_ms"] = round(1000 * statistics.median(seq), 2)
+        poll["sequential_p99_ms"] = round(1000 * seq[98], 2)
         job = httpx.get(f"{base}/v1/jobs/{fr['job_id']}", headers=headers, timeout=120).json()
         poll["job_state_during"] = job["state"]
         results["poll"] = poll
@@ -333,6 +342,10 @@ def main() -> int:
         f" {p['p50_ms']} / {p['p99_ms']} ms | p99 < 20 ms |"
     )
     print(f"| poll errors | {p['errors']} of {p['requests']} | 0 |")
+    print(
+        f"| one poll at a time, p50 / p99 | {p['sequential_p50_ms']} / {p['sequential_p99_ms']}"
+        " ms | |"
+    )
     print(f"| submit to start (max of {len(s['samples'])}) | {s['max']} s | < 1 s |")
     print(
         f"| upload {a['size_mib']:.0f} MiB | {a['upload_mib_s']} MiB/s ="

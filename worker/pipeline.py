@@ -222,19 +222,20 @@ def compute(ctx: WorkerContext, p: JobPlan, monitor: JobMonitor) -> Outcome:
     if monitor.should_stop():
         raise Cancelled("stopped on request")
 
-    reference: UnlearnResult | None = None
-    if p.reference_eval:
-        ref_view = monitor.prefixed("reference")
-        reference = unlearn(
+    def retrain(label: str) -> UnlearnResult:
+        view = monitor.prefixed(label)
+        return unlearn(
             model,
             split,
             RetrainConfig(),
             original=original,
             device=device,
             seed=p.seed,
-            progress=ref_view.progress,
-            should_stop=ref_view.should_stop,
+            progress=view.progress,
+            should_stop=view.should_stop,
         )
+
+    reference = retrain("reference") if p.reference_eval else None
     config = parse_method_config(p.method, p.method_config)
     result = unlearn(
         model,
@@ -259,17 +260,7 @@ def compute(ctx: WorkerContext, p: JobPlan, monitor: JobMonitor) -> Outcome:
         # The exact answer: train from scratch on the remain set, and certify that instead.
         log.info("job %s failed the policy gate (%s); retraining", p.job_id, verdict.reasons)
         if reference is None:
-            fb_view = monitor.prefixed("fallback")
-            reference = unlearn(
-                model,
-                split,
-                RetrainConfig(),
-                original=original,
-                device=device,
-                seed=p.seed,
-                progress=fb_view.progress,
-                should_stop=fb_view.should_stop,
-            )
+            reference = retrain("fallback")
         final, method, fallback = reference, "retrain", True
         verdict = Verdict(
             True,

@@ -21,17 +21,18 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_settings_dep(request: Request) -> Settings:
+# Trivial dependencies are async so that FastAPI does not hop to a worker thread for them.
+async def get_settings_dep(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_store(request: Request) -> ArtifactStore:
+async def get_store(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.app.state.store
     return store
 
 
-def get_tasks(request: Request) -> TaskSender:
+async def get_tasks(request: Request) -> TaskSender:
     tasks: TaskSender = request.app.state.tasks
     return tasks
 

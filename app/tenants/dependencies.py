@@ -40,7 +40,7 @@ def get_principal(
 def require(*roles: Role) -> object:
     allowed = frozenset(roles)
 
-    def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise Forbidden(f"This needs one of the roles: {names}; the key is {principal.role}.")

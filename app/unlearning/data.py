@@ -13,9 +13,7 @@ device tensor: no DataLoader workers, no host/device copies in the inner loop.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import torch
 
 from app.unlearning.config import Augment
+from app.unlearning.formats import fashion_mnist_arrays
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,45 +198,13 @@ def build_split(
 # --------------------------------------------------------------------------------------------
 
 
-def _open_maybe_gz(path: Path) -> bytes:
-    raw = path.read_bytes()
-    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or plain) of unsigned bytes."""
-    raw = _open_maybe_gz(path)
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path.name}: not an unsigned-byte IDX file")
-    shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path.name}: size does not match its header")
-    return data.reshape(shape)
-
-
-def _find(folder: Path, stem: str) -> Path:
-    for name in (
-        f"{stem}.gz",
-        stem,
-        stem.replace("-idx", ".idx") + ".gz",
-        stem.replace("-idx", ".idx"),
-    ):
-        if (folder / name).is_file():
-            return folder / name
-    raise FileNotFoundError(f"{stem}[.gz] not found in {folder}")
-
-
 def load_fashion_mnist(
     path_dir: str | Path = "/usr/share/datasets/fashion-mnist",
 ) -> tuple[ArrayDataset, ArrayDataset]:
     """Fashion-MNIST (or MNIST) from the four IDX files; train IDs 0..59999, test 60000.."""
-    folder = Path(path_dir)
-    x_tr = read_idx(_find(folder, "train-images-idx3-ubyte"))
-    y_tr = read_idx(_find(folder, "train-labels-idx1-ubyte"))
-    x_te = read_idx(_find(folder, "t10k-images-idx3-ubyte"))
-    y_te = read_idx(_find(folder, "t10k-labels-idx1-ubyte"))
+    arrays = fashion_mnist_arrays(Path(path_dir))
+    x_tr, y_tr = arrays["images"], arrays["labels"]
+    x_te, y_te = arrays["test_images"], arrays["test_labels"]
     train = make_dataset(x_tr, y_tr, num_classes=10, name="fashion_mnist")
     test = make_dataset(
         x_te,

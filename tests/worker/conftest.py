@@ -17,15 +17,14 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 
 from app.certificates.signing import generate_key_file
 from app.core.config import Environment, Settings
 from app.core.db import make_engine
-from app.core.migrate import upgrade
 from app.core.tasks import TaskSender
 from app.main import create_app
-from tests.conftest import PG_ADMIN_URL, _with_db
+from tests.conftest import fresh_database
 
 WORKER_REDIS = os.environ.get("LETHE_TEST_WORKER_REDIS_URL", "redis://127.0.0.1:6379/14")
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,23 +32,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def committed_url() -> Iterator[str]:
-    name = f"lethe_worker_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = _with_db(PG_ADMIN_URL, name)
-    upgrade(url)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(
-            text(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
-                " AND pid <> pg_backend_pid()"
-            ),
-            {"n": name},
-        )
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+    with fresh_database("lethe_worker") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
