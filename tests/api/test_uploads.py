@@ -217,3 +217,19 @@ def test_unexpected_and_duplicate_parts(client: TestClient, acme: TenantKeys) ->
     assert res.status_code == 422
     assert res.json()["errors"][0]["field"] == "body.evil"
     _ = np  # numpy imported for fixtures' arrays
+
+
+def test_cli_imports_digits_through_the_api(
+    live: str, acme: TenantKeys, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app import cli
+
+    rc = cli.main(["datasets", "import", "digits", "--url", live, "--api-key", acme.member])
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "samples: 1438" in out and "classes: 10" in out
+    listed = httpx.get(f"{live}/v1/datasets", headers=acme.headers()).json()["items"]
+    assert [d["name"] for d in listed] == ["digits"]
+    # A wrong key is a clean failure with a message, not a traceback.
+    assert cli.main(["datasets", "import", "digits", "--url", live, "--api-key", "x"]) == 1
+    assert "HTTP 401" in capsys.readouterr().err
