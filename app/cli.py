@@ -258,6 +258,117 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_ids(path: str) -> list[int]:
+    """Sample IDs from a file: whitespace- or comma-separated integers, or a JSON list."""
+    import json
+
+    text = Path(path).read_text() if path != "-" else sys.stdin.read()
+    if text.lstrip().startswith("["):
+        return [int(x) for x in json.loads(text)]
+    return [int(tok) for tok in text.replace(",", " ").split()]
+
+
+def _print_json(value: Any) -> None:
+    import json
+
+    print(json.dumps(value, indent=2, default=str))
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    import json
+
+    body: dict[str, Any] = {"reason": args.reason or "", "method": args.method}
+    if args.subject:
+        body["subject_ref"] = args.subject
+    if args.config:
+        body["config"] = json.loads(args.config)
+    if args.reference:
+        body["reference_eval"] = True
+    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    samples = _read_ids(args.samples_file) if args.samples_file else None
+    if args.samples:
+        samples = (samples or []) + [int(s) for s in args.samples.split(",")]
+    with _client(args) as client:
+        fr = client.forget(
+            args.model_id,
+            class_ids=classes,
+            sample_ids=samples,
+            idempotency_key=args.idempotency_key,
+            **body,
+        )
+        print(f"request_id: {fr['id']}\njob_id:     {fr['job_id']}\ndue_at:     {fr['due_at']}")
+        if not args.wait:
+            return EXIT_OK
+        return _watch(client, fr["job_id"])
+
+
+def _watch(client: Any, job_id: str) -> int:
+    """Follow a job until it ends; exit 0 when it succeeded, 1 otherwise."""
+    last: tuple[Any, ...] = ()
+
+    def show(job: dict[str, Any]) -> None:
+        nonlocal last
+        p = job.get("progress") or {}
+        now = (job["state"], p.get("phase"), p.get("step"))
+        if now != last:
+            eta = f" eta {p['eta_seconds']:.0f}s" if p.get("eta_seconds") else ""
+            step = f" {p.get('step')}/{p.get('total')}" if p.get("total") else ""
+            print(f"{job['state']:<10} {p.get('phase') or '':<22}{step}{eta}", file=sys.stderr)
+            last = now
+
+    job = client.wait_for_job(job_id, timeout=7 * 24 * 3600, on_update=show)
+    out = job.get("outcome") or {}
+    if job["state"] == "succeeded":
+        print(f"succeeded: new version {job.get('result_model_id')} (verdict {out.get('verdict')})")
+        return EXIT_OK
+    print(f"{job['state']}: {job.get('error') or ''}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def cmd_jobs_watch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return _watch(client, args.job_id)
+
+
+def cmd_jobs_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel_job(args.job_id)
+    print(f"{job['state']}{' (stop requested)' if job['cancel_requested'] else ''}")
+    return EXIT_OK
+
+
+def cmd_models_download(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        out = client.download_weights(
+            args.model_id, args.out, allow_uncertified=args.allow_uncertified
+        )
+        print(f"weights: {out}")
+        if args.certificate:
+            import json
+
+            Path(args.certificate).write_text(json.dumps(client.certificate(args.model_id)))
+            print(f"certificate: {args.certificate}")
+    return EXIT_OK
+
+
+def cmd_models_lineage(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        lineage = client.lineage(args.model_id)
+    print("version  status       forgotten  id")
+    for v in lineage["versions"]:
+        print(f"{v['version']:>7}  {v['status']:<11}  {v['forgotten_count']:>9}  {v['id']}")
+    return EXIT_OK
+
+
+def cmd_requests_overdue(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        late = list(client.overdue_requests())
+    for r in late:
+        print(f"{r['id']}  due {r['due_at']}  model {r['model_id']}  job {r['job_id']}")
+    print(f"{len(late)} overdue request(s)", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     with _client(args) as client:
         report = client.request("GET", "/v1/audit-events/verify")
@@ -325,6 +436,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key")
     p.set_defaults(func=cmd_import_dataset)
 
+    def client_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--url", default=os.environ.get("LETHE_URL", "http://127.0.0.1:8000"))
+        parser.add_argument("--api-key", help="default: $LETHE_API_KEY")
+
+    p = sub.add_parser("forget", help="ask a model to forget classes or samples")
+    p.add_argument("model_id")
+    p.add_argument("--classes", help="comma-separated class IDs")
+    p.add_argument("--samples", help="comma-separated sample IDs")
+    p.add_argument(
+        "--samples-file", help="file of sample IDs (one per line, or a JSON list; - is stdin)"
+    )
+    p.add_argument("--method", default="sfr_on")
+    p.add_argument("--config", help="the method's hyperparameters as JSON")
+    p.add_argument("--reference", action="store_true", help="also retrain and report the gap")
+    p.add_argument("--reason")
+    p.add_argument("--subject", help="opaque data-subject reference")
+    p.add_argument("--idempotency-key")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    client_args(p)
+    p.set_defaults(func=cmd_forget)
+
+    jobs = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs", required=True)
+    p = jobs.add_parser("watch", help="follow a job until it ends (exit 1 unless it succeeded)")
+    p.add_argument("job_id")
+    client_args(p)
+    p.set_defaults(func=cmd_jobs_watch)
+    p = jobs.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id")
+    client_args(p)
+    p.set_defaults(func=cmd_jobs_cancel)
+
+    models = sub.add_parser("models", help="models").add_subparsers(dest="models", required=True)
+    p = models.add_parser("download", help="download a version (and its certificate)")
+    p.add_argument("model_id")
+    p.add_argument("--out", required=True)
+    p.add_argument("--certificate", help="also save the certificate to this file")
+    p.add_argument("--allow-uncertified", action="store_true")
+    client_args(p)
+    p.set_defaults(func=cmd_models_download)
+    p = models.add_parser("lineage", help="the chain of versions")
+    p.add_argument("model_id")
+    client_args(p)
+    p.set_defaults(func=cmd_models_lineage)
+
+    reqs = sub.add_parser("requests", help="forget requests").add_subparsers(
+        dest="requests", required=True
+    )
+    p = reqs.add_parser("overdue", help="pending requests past their due date")
+    client_args(p)
+    p.set_defaults(func=cmd_requests_overdue)
+
     p = sub.add_parser("verify", help="verify a certificate offline")
     p.add_argument("certificate", help="the DSSE envelope (JSON) from GET .../certificate")
     p.add_argument("--model", help="the downloaded weights; their SHA-256 must be the subject")
@@ -361,6 +523,13 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, LetheError):
             print(f"error: {exc.detail}", file=sys.stderr)
+            return EXIT_FAILED
+        from app.client import LetheAPIError, LetheTimeout
+
+        if isinstance(exc, (LetheAPIError, LetheTimeout)):
+            print(f"error: {exc}", file=sys.stderr)
+            for err in getattr(exc, "problem", {}).get("errors", [])[:10]:
+                print(f"  {err.get('field')}: {err.get('message')}", file=sys.stderr)
             return EXIT_FAILED
         import httpx
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -295,3 +296,76 @@ def test_audit_chain_detects_a_tampered_row(
     assert broken["first_broken_seq"] == victim["seq"]
     assert "altered" in broken["reason"]
     _ = hashlib
+
+
+def test_cli_covers_the_request_flow(
+    setup: Setup,
+    celery_worker: WorkerProcess,
+    worker_settings: Settings,
+    committed_engine: Engine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`lethe forget --wait`, `lethe models lineage/download`, `lethe requests overdue` and
+    `lethe jobs cancel`, against a real uvicorn server, worker and broker."""
+    import threading
+
+    import uvicorn
+
+    from app.main import create_app
+
+    app = create_app(worker_settings, engine=committed_engine, tasks=TaskSender(worker_settings))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    common = ["--url", url, "--api-key", setup.keys.member]
+    try:
+        ids = tmp_path / "ids.txt"
+        ids.write_text("\n".join(str(i) for i in digits.sample_ids_of_class(6)[:8]))
+        rc = cli.main(["forget", setup.model_id, "--samples-file", str(ids), "--wait", *common])
+        out = capsys.readouterr()
+        assert rc == 0, out.err
+        assert "succeeded: new version" in out.out
+        assert cli.main(["models", "lineage", setup.model_id, *common]) == 0
+        newest = capsys.readouterr().out.strip().splitlines()[-1].split()[-1]
+        assert (
+            cli.main(
+                [
+                    "models",
+                    "download",
+                    newest,
+                    "--out",
+                    str(tmp_path / "w"),
+                    "--certificate",
+                    str(tmp_path / "c.json"),
+                    *common,
+                ]
+            )
+            == 0
+        )
+        assert (tmp_path / "w").stat().st_size > 0 and (tmp_path / "c.json").exists()
+        assert cli.main(["requests", "overdue", *common]) == 0
+        bad = cli.main(["forget", setup.model_id, "--classes", "99", *common])
+        assert bad == 1 and "body.class_ids" in capsys.readouterr().err
+        rc = cli.main(
+            [
+                "forget",
+                setup.model_id,
+                "--classes",
+                "9",
+                "--method",
+                "retrain",
+                "--config",
+                '{"epochs": 400}',
+                *common,
+            ]
+        )
+        job_id = capsys.readouterr().out.split("job_id:")[1].split()[0]
+        assert cli.main(["jobs", "cancel", job_id, *common]) == 0
+        assert cli.main(["jobs", "watch", job_id, *common]) == 1  # cancelled: not a success
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
