@@ -19,7 +19,7 @@ class StagedBlob(ABC):
         self._hash = hashlib.sha256()
         self.size = 0
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self._hash.update(chunk)
         self.size += len(chunk)
         self._write(chunk)
@@ -29,7 +29,7 @@ class StagedBlob(ABC):
         return self._hash.hexdigest()
 
     @abstractmethod
-    def _write(self, chunk: bytes) -> None: ...
+    def _write(self, chunk: bytes | memoryview) -> None: ...
 
     @abstractmethod
     def finish(self) -> None:

@@ -21,7 +21,7 @@ class _LocalStaged(StagedBlob):
         # A fixed-size write buffer: the only upload bytes held in memory.
         self._fh: BinaryIO | None = open(path, "wb", buffering=buffer_bytes)  # noqa: SIM115
 
-    def _write(self, chunk: bytes) -> None:
+    def _write(self, chunk: bytes | memoryview) -> None:
         if self._fh is None:
             raise StoreError("staged blob already finished")
         self._fh.write(chunk)
