@@ -51,24 +51,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     # The worker is its own program: exec Celery rather than importing it into the API package.
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker.celery_app",
-        "worker",
-        "-Q",
-        args.queue,
-        "--pool",
-        args.pool,
-        "--concurrency",
-        str(args.concurrency),
-        "--loglevel",
-        args.log_level,
-        "-n",
-        f"lethe-{args.queue}@%h",
-    ]
+    from app.core.tasks import worker_command
+
+    argv = worker_command(
+        args.queue, pool=args.pool, concurrency=args.concurrency, loglevel=args.log_level
+    )
     os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
     return EXIT_OK  # pragma: no cover
 

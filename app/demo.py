@@ -21,6 +21,7 @@ from typing import Any
 
 from app.cli import main as cli_main
 from app.client import LetheClient
+from app.core.tasks import worker_command
 
 
 class _ProgressLine:
@@ -97,20 +98,7 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             data_dir / "api.log",
         ),
         _spawn(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                "cpu",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "info",
-            ],
+            worker_command("cpu"),
             env,
             data_dir / "worker.log",
         ),

@@ -41,6 +41,7 @@ from app.certificates.signing import generate_key_file  # noqa: E402
 from app.core.config import Settings  # noqa: E402
 from app.core.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
 from app.core.migrate import upgrade  # noqa: E402
+from app.core.tasks import worker_command  # noqa: E402
 from app.tenants import service as tenants  # noqa: E402
 
 PG_ADMIN = os.environ.get("LETHE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -235,20 +236,7 @@ def main() -> int:
 
         # -- 2. a real job: submit-to-start, then polling while it runs -----------------------
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "-Q",
-                "cpu",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "warning",
-            ],
+            worker_command("cpu", loglevel="warning"),
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -82,3 +82,35 @@ class TaskSender:
         """Raise if the broker cannot be reached (for /readyz)."""
         with self.celery.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
+
+
+def worker_command(
+    queue: str = "cpu",
+    *,
+    pool: str = "solo",
+    concurrency: int = 1,
+    loglevel: str = "info",
+    name: str | None = None,
+) -> list[str]:
+    """The argv that starts a Celery worker on ``queue`` (a separate program: the API package
+    never imports the worker)."""
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "-Q",
+        queue,
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "-n",
+        name or f"lethe-{queue}@%h",
+    ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ from sqlalchemy import Engine
 from app.certificates.signing import generate_key_file
 from app.core.config import Environment, Settings
 from app.core.db import make_engine
-from app.core.tasks import TaskSender
+from app.core.tasks import TaskSender, worker_command
 from app.main import create_app
 from tests.conftest import fresh_database
 
@@ -78,10 +77,12 @@ class WorkerProcess:
         # The child keeps its own copy of the descriptor; ours can close at once.
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-Q", "cpu",
-                 "--pool", "solo", "--loglevel", "info", "-n", f"test-{secrets.token_hex(3)}@%h"],
-                cwd=ROOT, env=worker_env(self.settings), stdout=fh, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                worker_command("cpu", name=f"test-{secrets.token_hex(3)}@%h"),
+                cwd=ROOT,
+                env=worker_env(self.settings),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
