@@ -21,7 +21,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "sfr_on": {},
     "retrain": {},
     "finetune": {"iterations": 300, "lr": 0.1},
-    "grad_ascent": {"iterations": 25, "lr": 0.02},
+    "grad_ascent": {"iterations": 60, "lr": 0.005},
     "random_label": {"iterations": 60, "lr": 0.01},
     "l1_sparse": {"iterations": 300, "lr": 0.1, "l1": 1e-4},
     "salun": {"iterations": 60, "lr": 0.01},
