@@ -9,7 +9,7 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.core.db import on_rollback
+from app.core.db import after_commit, on_rollback
 from app.core.errors import NotFound, RangeNotSatisfiable
 from app.core.storage import ArtifactStore, StagedBlob
 from app.core.uploads import content_digest_header
@@ -53,8 +53,6 @@ def forget_artifact(session: Session, store: ArtifactStore, digest: str) -> None
     if artifact is not None:
         session.delete(artifact)
         session.flush()
-    from app.core.db import after_commit
-
     after_commit(session, lambda: store.delete(digest))
 
 

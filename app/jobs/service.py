@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
@@ -16,8 +17,9 @@ from app.core.errors import Conflict, NotFound
 from app.core.observability import request_id_var
 from app.core.tasks import TaskSender
 from app.jobs import repository
-from app.models import Job, JobTransition
+from app.models import ForgetRequest, Job, JobTransition
 from app.models.base import utcnow
+from app.models.forget_request import RequestStatus
 from app.models.job import TERMINAL_STATES, JobState
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
@@ -123,9 +125,6 @@ def load(session: Session, tenant_id: str, job_id: str) -> Job:
 def cancel(session: Session, tenant_id: str, job_id: str, actor: str) -> Job:
     """Cancel a queued job at once; ask a running one to stop (its worker checks within a
     second and leaves no version). A finished job cannot be cancelled."""
-    from app.models import ForgetRequest
-    from app.models.forget_request import RequestStatus
-
     job = repository.get_for_update(session, job_id)
     if job is None or job.tenant_id != tenant_id:
         raise NotFound(f"No job {job_id}.")
@@ -134,7 +133,7 @@ def cancel(session: Session, tenant_id: str, job_id: str, actor: str) -> Job:
         raise Conflict(f"Job {job_id} already {state.value}; nothing to cancel.")
     if state is JobState.queued:
         transition(session, job, JobState.cancelled, "cancelled before it started", actor=actor)
-        for fr in session.query(ForgetRequest).filter(ForgetRequest.job_id == job.id):
+        for fr in session.scalars(select(ForgetRequest).where(ForgetRequest.job_id == job.id)):
             fr.status = RequestStatus.cancelled
             fr.completed_at = utcnow()
     elif not job.cancel_requested:

@@ -198,6 +198,30 @@ def build_split(
 # --------------------------------------------------------------------------------------------
 
 
+def train_test(
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_te: np.ndarray,
+    y_te: np.ndarray,
+    *,
+    num_classes: int,
+    name: str,
+) -> tuple[ArrayDataset, ArrayDataset]:
+    """A train/test pair: train IDs 0..N-1, test IDs follow them, and the test set is normalised
+    with the training set's statistics."""
+    train = make_dataset(x_tr, y_tr, num_classes=num_classes, name=name)
+    test = make_dataset(
+        x_te,
+        y_te,
+        num_classes=num_classes,
+        sample_ids=np.arange(len(y_te), dtype=np.int64) + len(y_tr),
+        mean=train.mean,
+        std=train.std,
+        name=name,
+    )
+    return train, test
+
+
 def load_fashion_mnist(
     path_dir: str | Path = "/usr/share/datasets/fashion-mnist",
 ) -> tuple[ArrayDataset, ArrayDataset]:
@@ -205,17 +229,7 @@ def load_fashion_mnist(
     arrays = fashion_mnist_arrays(Path(path_dir))
     x_tr, y_tr = arrays["images"], arrays["labels"]
     x_te, y_te = arrays["test_images"], arrays["test_labels"]
-    train = make_dataset(x_tr, y_tr, num_classes=10, name="fashion_mnist")
-    test = make_dataset(
-        x_te,
-        y_te,
-        num_classes=10,
-        sample_ids=np.arange(len(y_te), dtype=np.int64) + len(y_tr),
-        mean=train.mean,
-        std=train.std,
-        name="fashion_mnist",
-    )
-    return train, test
+    return train_test(x_tr, y_tr, x_te, y_te, num_classes=10, name="fashion_mnist")
 
 
 def load_digits(test_fraction: float = 0.25, seed: int = 0) -> tuple[ArrayDataset, ArrayDataset]:
@@ -274,17 +288,7 @@ def load_cifar10(folder: str | Path) -> tuple[ArrayDataset, ArrayDataset]:
         (x_tr, y_tr), (x_te, y_te) = arrays
     else:
         raise FileNotFoundError(f"no CIFAR-10 binary batches or train/test .npz in {root}")
-    train = make_dataset(x_tr, y_tr, num_classes=10, name="cifar10")
-    test = make_dataset(
-        x_te,
-        y_te,
-        num_classes=10,
-        sample_ids=np.arange(len(y_te), dtype=np.int64) + len(y_tr),
-        mean=train.mean,
-        std=train.std,
-        name="cifar10",
-    )
-    return train, test
+    return train_test(x_tr, y_tr, x_te, y_te, num_classes=10, name="cifar10")
 
 
 # --------------------------------------------------------------------------------------------

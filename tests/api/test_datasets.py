@@ -13,16 +13,10 @@ from app.models import Artifact, Dataset
 from tests.factories import (
     TenantKeys,
     dataset_arrays,
-    make_tenant,
     pickle_bytes,
     safetensors_bytes,
     zip_of_pickle,
 )
-
-
-@pytest.fixture()
-def acme(db: Session) -> TenantKeys:
-    return make_tenant(db, "acme")
 
 
 def _upload(client: TestClient, keys: TenantKeys, train: bytes, **extra: object):  # type: ignore[no-untyped-def]

@@ -37,23 +37,6 @@ def real_weights(seed: int = 0, **args: int) -> bytes:
     return bytes(save({k: v.contiguous() for k, v in model.state_dict().items()}))
 
 
-@pytest.fixture()
-def acme(db: Session) -> TenantKeys:
-    return make_tenant(db, "acme")
-
-
-@pytest.fixture()
-def dataset_id(client: TestClient, acme: TenantKeys) -> str:
-    res = client.post(
-        "/v1/datasets",
-        files={"train": ("t", safetensors_bytes(dataset_arrays()), "application/octet-stream")},
-        data={"name": "toy"},
-        headers=acme.headers(),
-    )
-    assert res.status_code == 201, res.text
-    return str(res.json()["id"])
-
-
 def upload(client: TestClient, keys: TenantKeys, spec: str, weights: bytes, **data: str):  # type: ignore[no-untyped-def]
     return client.post(
         "/v1/models",

@@ -15,17 +15,12 @@ from app.models import ForgetRequest
 from app.models.base import utcnow
 from tests import digits
 from tests.api.test_models import run_validation_claimed
-from tests.factories import TenantKeys, make_tenant
+from tests.factories import TenantKeys
 from worker.context import WorkerContext
 from worker.jobs import claim_in_order
 from worker.tasks.unlearn import run_job
 
 STRICT = {"policy": {"sample_fa_gap_max": 0.0, "sample_ra_drop_max": 0.0}}
-
-
-@pytest.fixture()
-def acme(db: Session) -> TenantKeys:
-    return make_tenant(db, "acme")
 
 
 @pytest.fixture()

@@ -25,7 +25,7 @@ from app.core.config import Settings
 from app.core.uploads import content_digest_header
 from app.models import Artifact, ModelVersion
 from tests.api.test_models import ARGS
-from tests.factories import TenantKeys, dataset_arrays, make_tenant, model_spec, safetensors_bytes
+from tests.factories import TenantKeys, dataset_arrays, model_spec, safetensors_bytes
 
 # The documented bound: the store's write buffer (1 MiB) plus a few server read chunks. The test
 # allows 4 MiB of Python allocations for a 48 MiB upload, client included.
@@ -46,22 +46,6 @@ def live(app: FastAPI) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
-
-
-@pytest.fixture()
-def acme(db: Session) -> TenantKeys:
-    return make_tenant(db, "acme")
-
-
-@pytest.fixture()
-def dataset_id(client: TestClient, acme: TenantKeys) -> str:
-    res = client.post(
-        "/v1/datasets",
-        files={"train": ("t", safetensors_bytes(dataset_arrays()), "application/octet-stream")},
-        data={"name": "toy"},
-        headers=acme.headers(),
-    )
-    return str(res.json()["id"])
 
 
 def big_weights_stream(boundary: str, spec: str, size: int, chunk: int = 64 * 1024):  # type: ignore[no-untyped-def]

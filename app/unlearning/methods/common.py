@@ -191,6 +191,11 @@ def concat(a: ArrayDataset, b: ArrayDataset, labels_a: np.ndarray | None = None)
 StepLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
+def cross_entropy_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor, _t: int) -> torch.Tensor:
+    """The plain training loss, as a :data:`StepLoss` (FT, RL, SalUn train on it)."""
+    return nn.functional.cross_entropy(m(x), y)
+
+
 def sgd_loop(
     model: nn.Module,
     ctx: MethodContext,

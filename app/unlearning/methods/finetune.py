@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from app.unlearning.config import FinetuneConfig
 from app.unlearning.data import BatchStream
-from app.unlearning.methods.common import MethodContext, MethodOutcome, sgd_loop
+from app.unlearning.methods.common import MethodContext, MethodOutcome, cross_entropy_loss, sgd_loop
 
 
 def run(model: nn.Module, ctx: MethodContext, config: FinetuneConfig) -> MethodOutcome:
     steps = ctx.budget_steps(config.budget, config.iterations)
     stream = BatchStream(ctx.remain, config.batch_size, ctx.generator(1))
-
-    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor, _t: int) -> torch.Tensor:
-        return nn.functional.cross_entropy(m(x), y)
 
     sgd_loop(
         model,
@@ -25,6 +21,6 @@ def run(model: nn.Module, ctx: MethodContext, config: FinetuneConfig) -> MethodO
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
-        loss_fn=loss_fn,
+        loss_fn=cross_entropy_loss,
     )
     return MethodOutcome(steps=steps)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import nn
 
 from app.unlearning.config import RandomLabelConfig, SalUnConfig
@@ -13,6 +12,7 @@ from app.unlearning.methods.common import (
     MethodContext,
     MethodOutcome,
     concat,
+    cross_entropy_loss,
     random_other_labels,
     sgd_loop,
 )
@@ -36,9 +36,6 @@ def run_relabel(
     steps = ctx.budget_steps(config.budget, config.iterations)
     stream = BatchStream(relabelled_union(ctx), config.batch_size, ctx.generator(1))
 
-    def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor, _t: int) -> torch.Tensor:
-        return nn.functional.cross_entropy(m(x), y)
-
     sgd_loop(
         model,
         ctx,
@@ -47,7 +44,7 @@ def run_relabel(
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
-        loss_fn=loss_fn,
+        loss_fn=cross_entropy_loss,
         mask=mask,
     )
     return steps
