@@ -27,6 +27,7 @@ from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.model_registry.endpoints import router as models_router
 from app.tenants.endpoints import router as tenants_router
+from app.tenants.keycache import KeyCache
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.key_cache = KeyCache(settings.auth_cache_seconds)
     app.state.store = open_store(settings.resolved_artifact_uri)
     app.state.tasks = tasks or TaskSender(settings)
     install_handlers(app)

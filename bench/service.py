@@ -21,7 +21,6 @@ import platform
 import secrets
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from app.core.db import make_engine, make_sessionmaker, session_scope  # noqa: E
 from app.core.migrate import upgrade  # noqa: E402
 from app.core.tasks import worker_command  # noqa: E402
 from app.tenants import service as tenants  # noqa: E402
+from bench import loadgen  # noqa: E402
 
 PG_ADMIN = os.environ.get("LETHE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("LETHE_BENCH_REDIS", "redis://127.0.0.1:6379/12")
@@ -80,45 +80,6 @@ def wait_http(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer")
-
-
-async def poll_at_rate(
-    url: str, headers: dict[str, str], rate: float, seconds: float
-) -> dict[str, Any]:
-    """Open loop: request i is sent at t0 + i/rate whatever happened before, so a slow answer
-    cannot hide behind fewer requests. Latency is measured from the scheduled send time."""
-    total = int(rate * seconds)
-    lat: list[float] = []
-    errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=10) as client:
-        t0 = time.perf_counter() + 0.2
-
-        async def one(i: int) -> None:
-            nonlocal errors
-            due = t0 + i / rate
-            await asyncio.sleep(max(0.0, due - time.perf_counter()))
-            try:
-                res = await client.get(url)
-                if res.status_code != 200:
-                    errors += 1
-            except httpx.HTTPError:
-                errors += 1  # counted, and its latency is the time it was given up
-            lat.append(time.perf_counter() - due)
-
-        start = time.perf_counter()
-        await asyncio.gather(*(one(i) for i in range(total)))
-        wall = time.perf_counter() - start
-    lat.sort()
-    return {
-        "requests": total,
-        "errors": errors,
-        "target_rps": rate,
-        "achieved_rps": round(total / wall, 1),
-        "p50_ms": round(1000 * statistics.median(lat), 2),
-        "p99_ms": round(1000 * lat[int(0.99 * (len(lat) - 1))], 2),
-        "max_ms": round(1000 * lat[-1], 2),
-    }
 
 
 def main() -> int:
@@ -282,19 +243,16 @@ def main() -> int:
             "samples": [round(s, 3) for s in starts],
             "max": round(max(starts), 3),
         }
+        path = f"/v1/jobs/{fr['job_id']}"
         poll = asyncio.run(
-            poll_at_rate(f"{base}/v1/jobs/{fr['job_id']}", headers, args.rate, seconds)
+            loadgen.open_loop("127.0.0.1", args.port, path, headers, args.rate, seconds)
         )
+        poll["target_rps"] = args.rate
+        poll["client"] = "bench/loadgen.py: raw HTTP/1.1, 64 keep-alive connections, open loop"
         # Service time without queueing: one client, one request at a time, same job running.
-        seq = []
-        with httpx.Client(headers=headers, timeout=60) as client:
-            for _ in range(100):
-                t = time.perf_counter()
-                client.get(f"{base}/v1/jobs/{fr['job_id']}")
-                seq.append(time.perf_counter() - t)
-        seq.sort()
-        poll["sequential_p50_ms"] = round(1000 * statistics.median(seq), 2)
-        poll["sequential_p99_ms"] = round(1000 * seq[98], 2)
+        seq = asyncio.run(loadgen.sequential("127.0.0.1", args.port, path, headers, 200))
+        poll["sequential_p50_ms"] = seq["p50_ms"]
+        poll["sequential_p99_ms"] = seq["p99_ms"]
         job = httpx.get(f"{base}/v1/jobs/{fr['job_id']}", headers=headers, timeout=120).json()
         poll["job_state_during"] = job["state"]
         results["poll"] = poll

@@ -74,6 +74,11 @@ def test_embedded_flow_on_sqlite(tmp_path: Path) -> None:
         run_validation(ctx, job_id)
         after = client.get(f"/v1/models/{model.json()['id']}", headers=headers).json()
         assert after["status"] == "ready"
+        # The job view is one aggregate query with a SQLite flavour: same shape as on PostgreSQL.
+        job = client.get(f"/v1/jobs/{job_id}", headers=headers).json()
+        assert [h["to_state"] for h in job["history"]] == ["queued", "running", "succeeded"]
+        assert job["history"][0]["from_state"] is None and job["request_ids"] == []
+        assert client.get("/v1/jobs/nope", headers=headers).status_code == 404
         assert client.get("/readyz").json()["checks"] == {"database": "ok"}
 
 

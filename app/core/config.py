@@ -58,6 +58,13 @@ class Settings(BaseSettings):
         default=16 * 1024**2, gt=0, description="Largest safetensors JSON header accepted."
     )
     page_size_max: int = Field(default=200, gt=0)
+    auth_cache_seconds: float = Field(
+        default=2,
+        ge=0,
+        le=300,
+        description="How long an API process trusts a key it has checked; a key revoked through "
+        "another process stops working within this time. 0 checks every request.",
+    )
     job_queue: str = Field(
         default="cpu", pattern="^(cpu|gpu)$", description="Queue new jobs go to (cpu or gpu)."
     )

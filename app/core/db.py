@@ -45,6 +45,25 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+_autocommit: dict[int, Engine] = {}
+
+
+def read_session(factory: sessionmaker[Session]) -> Session:
+    """A session for a hot read that needs no snapshot across statements (a status poll).
+
+    On an engine its connection runs in autocommit, which saves the BEGIN and ROLLBACK round
+    trips a transaction would cost; bound to a connection (tests, which roll back) it is a plain
+    session. Never write through it: nothing would be committed as a unit.
+    """
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        return factory()
+    engine = _autocommit.get(id(bind))
+    if engine is None:
+        engine = _autocommit[id(bind)] = bind.execution_options(isolation_level="AUTOCOMMIT")
+    return factory(bind=engine)
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """Commit on success, roll back on any error: the worker's unit of work."""

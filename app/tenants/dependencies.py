@@ -6,11 +6,13 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.deps import SessionDep
 from app.core.errors import Forbidden
 from app.tenants import service
+from app.tenants.keycache import KeyCache
 from app.tenants.schemas import Role
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer lethe_<id>_<secret>`")
@@ -24,15 +26,26 @@ class Principal:
     role: Role
 
 
-def get_principal(
+def _lookup(factory: sessionmaker[Session], presented: str | None) -> Principal:
+    with factory() as session:
+        key = service.authenticate(session, presented)
+        return Principal(key.tenant_id, key.id, Role(key.role))
+
+
+# Async, with its own short session: a cached key costs no worker-thread hop and no database
+# round trip, which is most of what a status poll would otherwise spend.
+async def get_principal(
     request: Request,
-    session: SessionDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     header_key: Annotated[str | None, Depends(_header)],
 ) -> Principal:
     presented = bearer.credentials if bearer else header_key
-    key = service.authenticate(session, presented)
-    principal = Principal(key.tenant_id, key.id, Role(key.role))
+    cache: KeyCache[Principal] = request.app.state.key_cache
+    principal = cache.get(presented) if presented else None
+    if principal is None:
+        principal = await run_in_threadpool(_lookup, request.app.state.sessionmaker, presented)
+        assert presented is not None  # authenticate() refused an absent key
+        cache.put(presented, principal.key_id, principal)
     request.state.principal = principal
     return principal
 

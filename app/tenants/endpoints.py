@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
+from app.core.db import after_commit
 from app.core.deps import SessionDep
 from app.tenants import repository, service
 from app.tenants.dependencies import Admin, Reader
@@ -58,8 +59,12 @@ def create_key(body: ApiKeyCreate, principal: Admin, session: SessionDep) -> Api
 
 
 @router.delete("/api-keys/{key_id}", summary="Revoke an API key (admin)")
-def revoke_key(key_id: str, principal: Admin, session: SessionDep) -> ApiKeyOut:
+def revoke_key(key_id: str, principal: Admin, session: SessionDep, request: Request) -> ApiKeyOut:
     key = service.revoke_key(session, principal.tenant_id, key_id, actor=principal.key_id)
+    # Only once the revocation is committed: dropping it earlier would let a concurrent request
+    # re-cache the key from the old row.
+    cache = request.app.state.key_cache
+    after_commit(session, lambda: cache.forget(key.id))
     return ApiKeyOut.model_validate(key)
 
 

@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+from app.tenants import keycache
+from app.tenants import service as tenants
+from app.tenants.keycache import KeyCache
 from tests.factories import make_tenant
 
 
@@ -91,3 +96,47 @@ def test_health_and_readiness(client: TestClient) -> None:
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+
+
+def test_a_key_revoked_elsewhere_stops_working_within_the_cache_time(
+    client: TestClient, db: Session
+) -> None:
+    """`lethe admin revoke-key` (or another API process) writes the database directly: this
+    process learns it when its cached check expires, `LETHE_AUTH_CACHE_SECONDS` at most."""
+    app = client.app
+    app.state.key_cache = KeyCache(ttl=0.3)  # type: ignore[attr-defined]
+    keys = make_tenant(db, "acme")
+    assert client.get("/v1/whoami", headers=keys.headers()).status_code == 200
+    tenants.revoke_key(db, keys.tenant_id, keys.member.split("_")[1])
+    db.commit()
+    time.sleep(0.35)
+    assert_problem(client.get("/v1/whoami", headers=keys.headers()), 401)
+
+
+def test_wrong_secrets_are_never_cached(client: TestClient, db: Session) -> None:
+    keys = make_tenant(db, "acme")
+    key_id = keys.member.split("_")[1]
+    wrong = {"Authorization": f"Bearer lethe_{key_id}_x"}
+    assert client.get("/v1/whoami", headers=keys.headers()).status_code == 200  # cached now
+    for _ in range(3):
+        assert_problem(client.get("/v1/whoami", headers=wrong), 401)
+
+
+def test_key_cache_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pure unit test of the in-memory cache itself (no database involved)."""
+    now = [100.0]
+    monkeypatch.setattr(keycache.time, "monotonic", lambda: now[0])
+    cache: KeyCache[str] = KeyCache(ttl=2, max_entries=2)
+    cache.put("lethe_a_1", "a", "A")
+    assert cache.get("lethe_a_1") == "A" and cache.get("lethe_a_2") is None
+    now[0] += 2.5
+    assert cache.get("lethe_a_1") is None  # expired
+    cache.put("lethe_a_1", "a", "A")
+    cache.put("lethe_b_1", "b", "B")
+    cache.put("lethe_c_1", "c", "C")  # over max_entries: the oldest goes
+    assert cache.get("lethe_a_1") is None and cache.get("lethe_c_1") == "C"
+    cache.forget("b")
+    assert cache.get("lethe_b_1") is None
+    off: KeyCache[str] = KeyCache(ttl=0)
+    off.put("lethe_a_1", "a", "A")
+    assert off.get("lethe_a_1") is None
