@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
+class UsageError(Exception):
+    """Bad local input (a file that is not there, JSON that does not parse): exit 2."""
+
+
 def _settings() -> Settings:
     from app.core.config import get_settings
 
@@ -133,7 +137,8 @@ def _client(args: argparse.Namespace) -> LetheClient:
 
     key = args.api_key or os.environ.get("LETHE_API_KEY")
     if not key:
-        raise SystemExit("error: pass --api-key or set LETHE_API_KEY")
+        print("error: pass --api-key or set LETHE_API_KEY", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
     return LetheClient(args.url, key)
 
 
@@ -251,8 +256,18 @@ def _read_ids(path: str) -> list[int]:
 
     text = Path(path).read_text() if path != "-" else sys.stdin.read()
     if text.lstrip().startswith("["):
-        return [int(x) for x in json.loads(text)]
-    return [int(tok) for tok in text.replace(",", " ").split()]
+        try:
+            return [int(x) for x in json.loads(text)]
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{path}: not a JSON list of integers ({exc})") from None
+    return _ints(text.replace(",", " ").replace("\n", " "), path, sep=None)
+
+
+def _ints(text: str, what: str, sep: str | None = ",") -> list[int]:
+    try:
+        return [int(tok) for tok in text.split(sep) if tok.strip()]
+    except ValueError as exc:
+        raise UsageError(f"{what}: expected integers ({exc})") from None
 
 
 def _print_json(value: Any) -> None:
@@ -262,19 +277,17 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    import json
-
     body: dict[str, Any] = {"reason": args.reason or "", "method": args.method}
     if args.subject:
         body["subject_ref"] = args.subject
     if args.config:
-        body["config"] = json.loads(args.config)
+        body["config"] = _load_json_arg(args.config, "--config")
     if args.reference:
         body["reference_eval"] = True
-    classes = [int(c) for c in args.classes.split(",")] if args.classes else None
+    classes = _ints(args.classes, "--classes") if args.classes else None
     samples = _read_ids(args.samples_file) if args.samples_file else None
     if args.samples:
-        samples = (samples or []) + [int(s) for s in args.samples.split(",")]
+        samples = (samples or []) + _ints(args.samples, "--samples")
     with _client(args) as client:
         fr = client.forget(
             args.model_id,
@@ -370,6 +383,160 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return EXIT_FAILED
 
 
+def _table(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
+    """Rows as aligned columns for people, or as one JSON list for scripts (``--json``)."""
+    if as_json:
+        _print_json(rows)
+        return
+    cells = [[str(r.get(c) if r.get(c) is not None else "-") for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _load_json_arg(value: str, what: str) -> Any:
+    """Inline JSON, ``@file``, or ``-`` for standard input."""
+    import json
+
+    try:
+        if value == "-":
+            return json.loads(sys.stdin.read())
+        if value.startswith("@"):
+            return json.loads(Path(value[1:]).read_text())
+        return json.loads(value)
+    except ValueError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.whoami())
+    return EXIT_OK
+
+
+def cmd_datasets_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        ds = client.upload_dataset(
+            args.train, name=args.name, test=args.test, on_progress=_progress_bar("upload")
+        )
+    print(f"dataset_id: {ds['id']}  samples: {ds['num_samples']}  classes: {ds['num_classes']}")
+    return EXIT_OK
+
+
+def cmd_datasets_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = list(client.list_datasets())
+    _table(rows, ["id", "name", "num_samples", "num_classes", "created_at"], args.json)
+    return EXIT_OK
+
+
+def cmd_models_upload(args: argparse.Namespace) -> int:
+    spec = _load_json_arg(args.spec, "--spec")
+    with _client(args) as client:
+        model = client.upload_model(args.weights, spec, on_progress=_progress_bar("upload"))
+        print(f"model_id: {model['id']}  status: {model['status']}")
+        if not args.wait:
+            return EXIT_OK
+        # The worker's deep check decides: ready, or rejected with the reason.
+        client.wait_for_job(model["validation_job_id"], timeout=args.timeout)
+        model = client.get_model(model["id"])
+    reason = model.get("status_reason")
+    print(f"status: {model['status']}{'  (' + reason + ')' if reason else ''}")
+    return EXIT_OK if model["status"] == "ready" else EXIT_FAILED
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = list(client.list_models())
+    _table(rows, ["id", "name", "version", "status", "architecture", "created_at"], args.json)
+    return EXIT_OK
+
+
+def cmd_models_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.get_model(args.model_id))
+    return EXIT_OK
+
+
+def cmd_jobs_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.get_job(args.job_id))
+    return EXIT_OK
+
+
+def cmd_requests_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = list(client.list_requests(lineage_id=args.lineage, status=args.status))
+    _table(rows, ["id", "status", "model_id", "job_id", "due_at", "created_at"], args.json)
+    return EXIT_OK
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = list(
+            client.audit_events(
+                action=args.action, subject_id=args.subject, actor=args.actor, since=args.since
+            )
+        )
+    _table(rows, ["seq", "at", "actor", "action", "subject_type", "subject_id"], args.json)
+    return EXIT_OK
+
+
+def cmd_api_keys_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        rows = client.list_api_keys()
+    _table(rows, ["id", "role", "name", "created_at", "revoked_at"], args.json)
+    return EXIT_OK
+
+
+def cmd_api_keys_create(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        key = client.create_api_key(args.role, args.name)
+    print(f"key_id:  {key['id']}\nrole:    {key['role']}\napi_key: {key['key']}")
+    print("(shown once; store it now)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_api_keys_revoke(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        key = client.revoke_api_key(args.key_id)
+    print(f"revoked {key['id']} at {key['revoked_at']}")
+    return EXIT_OK
+
+
+def cmd_settings_show(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_json(client.tenant_settings())
+    return EXIT_OK
+
+
+def cmd_settings_set(args: argparse.Namespace) -> int:
+    """Change some of the tenant's settings: ``fallback_retrain=true policy.class_fa_max=0.5``.
+
+    Values are JSON (``true``, ``0.5``, ``null`` to return to the service default)."""
+    import json
+
+    with _client(args) as client:
+        current = client.tenant_settings()
+        for assignment in args.assignments:
+            dotted, sep, raw = assignment.partition("=")
+            if not sep or not dotted:
+                print(f"error: expected KEY=VALUE, got {assignment!r}", file=sys.stderr)
+                return EXIT_USAGE
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+            *parents, leaf = dotted.split(".")
+            node = current
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        _print_json(client.put_tenant_settings(current))
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import run_demo
 
@@ -423,9 +590,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key")
     p.set_defaults(func=cmd_import_dataset)
 
-    def client_args(parser: argparse.ArgumentParser) -> None:
+    def client_args(parser: argparse.ArgumentParser, listing: bool = False) -> None:
         parser.add_argument("--url", default=os.environ.get("LETHE_URL", "http://127.0.0.1:8000"))
         parser.add_argument("--api-key", help="default: $LETHE_API_KEY")
+        if listing:
+            parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    p = sub.add_parser("whoami", help="the tenant and role of the API key")
+    client_args(p)
+    p.set_defaults(func=cmd_whoami)
+
+    p = ds.add_parser("upload", help="upload a training manifest (safetensors)")
+    p.add_argument("train", help="safetensors: images, labels, optional sample_ids and test split")
+    p.add_argument("--test", help="a separate safetensors test split")
+    p.add_argument("--name", required=True)
+    client_args(p)
+    p.set_defaults(func=cmd_datasets_upload)
+    p = ds.add_parser("list", help="the tenant's datasets")
+    client_args(p, listing=True)
+    p.set_defaults(func=cmd_datasets_list)
 
     p = sub.add_parser("forget", help="ask a model to forget classes or samples")
     p.add_argument("model_id")
@@ -453,6 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job_id")
     client_args(p)
     p.set_defaults(func=cmd_jobs_cancel)
+    p = jobs.add_parser("show", help="a job's state, progress and history (JSON)")
+    p.add_argument("job_id")
+    client_args(p)
+    p.set_defaults(func=cmd_jobs_show)
 
     models = sub.add_parser("models", help="models").add_subparsers(dest="models", required=True)
     p = models.add_parser("download", help="download a version (and its certificate)")
@@ -466,6 +653,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_id")
     client_args(p)
     p.set_defaults(func=cmd_models_lineage)
+    p = models.add_parser("upload", help="upload weights (safetensors) with their JSON spec")
+    p.add_argument("weights")
+    p.add_argument("--spec", required=True, help="the spec as JSON, @file, or - for stdin")
+    p.add_argument(
+        "--wait", action="store_true", help="wait for the worker's check (exit 1 if rejected)"
+    )
+    p.add_argument("--timeout", type=float, default=3600)
+    client_args(p)
+    p.set_defaults(func=cmd_models_upload)
+    p = models.add_parser("list", help="the tenant's model versions, newest first")
+    client_args(p, listing=True)
+    p.set_defaults(func=cmd_models_list)
+    p = models.add_parser("show", help="one model version (JSON)")
+    p.add_argument("model_id")
+    client_args(p)
+    p.set_defaults(func=cmd_models_show)
 
     reqs = sub.add_parser("requests", help="forget requests").add_subparsers(
         dest="requests", required=True
@@ -473,6 +676,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = reqs.add_parser("overdue", help="pending requests past their due date")
     client_args(p)
     p.set_defaults(func=cmd_requests_overdue)
+    p = reqs.add_parser("list", help="forget requests, newest first")
+    p.add_argument("--lineage", help="only this lineage (a model's lineage_id)")
+    p.add_argument("--status", choices=["pending", "completed", "failed", "cancelled"])
+    client_args(p, listing=True)
+    p.set_defaults(func=cmd_requests_list)
+
+    ak = sub.add_parser("api-keys", help="the tenant's API keys, through the API (admin key)")
+    aksub = ak.add_subparsers(dest="api_keys", required=True)
+    p = aksub.add_parser("list")
+    client_args(p, listing=True)
+    p.set_defaults(func=cmd_api_keys_list)
+    p = aksub.add_parser("create", help="create a key and print it once")
+    p.add_argument("--role", required=True, choices=["admin", "member", "auditor"])
+    p.add_argument("--name", default="")
+    client_args(p)
+    p.set_defaults(func=cmd_api_keys_create)
+    p = aksub.add_parser("revoke", help="revoke a key by its ID")
+    p.add_argument("key_id")
+    client_args(p)
+    p.set_defaults(func=cmd_api_keys_revoke)
+
+    st = sub.add_parser("settings", help="the tenant's unlearning policy settings")
+    stsub = st.add_subparsers(dest="settings", required=True)
+    p = stsub.add_parser("show")
+    client_args(p)
+    p.set_defaults(func=cmd_settings_show)
+    p = stsub.add_parser("set", help="KEY=VALUE ... (JSON values; admin key)")
+    p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    client_args(p)
+    p.set_defaults(func=cmd_settings_set)
 
     p = sub.add_parser("verify", help="verify a certificate offline")
     p.add_argument("certificate", help="the DSSE envelope (JSON) from GET .../certificate")
@@ -487,9 +720,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="audit log").add_subparsers(dest="audit", required=True)
     p = audit.add_parser("verify", help="recompute the tenant's hash chain")
-    p.add_argument("--url", default=os.environ.get("LETHE_URL", "http://127.0.0.1:8000"))
-    p.add_argument("--api-key")
+    client_args(p)
     p.set_defaults(func=cmd_audit_verify)
+    p = audit.add_parser("list", help="the tenant's audit events, oldest first")
+    p.add_argument("--action", help="e.g. job.succeeded")
+    p.add_argument("--subject", help="a subject ID (model, job, request, key)")
+    p.add_argument("--actor", help="a key ID, or worker:...")
+    p.add_argument("--since", help="ISO 8601 time")
+    client_args(p, listing=True)
+    p.set_defaults(func=cmd_audit_list)
 
     p = sub.add_parser("demo", help="run the whole flow on the embedded default")
     p.add_argument("--data-dir", default=".lethe/demo")
@@ -505,6 +744,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except (UsageError, FileNotFoundError, IsADirectoryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
         from app.core.errors import LetheError
 

@@ -205,6 +205,30 @@ class LetheClient:
     def verify_audit_log(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/audit-events/verify"))
 
+    def audit_events(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """The tenant's audit history, oldest first; filters: action, subject_id, actor, since."""
+        yield from self._paginate("/v1/audit-events", {k: v for k, v in filters.items() if v})
+
+    def list_requests(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        yield from self._paginate("/v1/forget-requests", {k: v for k, v in filters.items() if v})
+
+    # -- tenant administration (admin keys) ------------------------------------------------------
+    def list_api_keys(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/v1/api-keys")["items"])
+
+    def create_api_key(self, role: str, name: str = "") -> dict[str, Any]:
+        """Create a key; the returned ``key`` is its only appearance in plain text."""
+        return dict(self.request("POST", "/v1/api-keys", json={"role": role, "name": name}))
+
+    def revoke_api_key(self, key_id: str) -> dict[str, Any]:
+        return dict(self.request("DELETE", f"/v1/api-keys/{key_id}"))
+
+    def tenant_settings(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/tenant/settings"))
+
+    def put_tenant_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("PUT", "/v1/tenant/settings", json=settings))
+
     def download_weights(
         self, model_id: str, dest: str | Path, *, allow_uncertified: bool = False
     ) -> Path:

@@ -6,16 +6,13 @@ from __future__ import annotations
 import gc
 import hashlib
 import socket
-import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
@@ -31,21 +28,6 @@ from tests.factories import TenantKeys, dataset_arrays, model_spec, safetensors_
 # allows 4 MiB of Python allocations for a 48 MiB upload, client included.
 MEMORY_BOUND = 4 * 1024**2
 UPLOAD_SIZE = 48 * 1024**2
-
-
-@pytest.fixture()
-def live(app: FastAPI) -> Iterator[str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 def big_weights_stream(boundary: str, spec: str, size: int, chunk: int = 64 * 1024):  # type: ignore[no-untyped-def]
