@@ -55,6 +55,26 @@ def rss_kib(pid: int, field: str) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process on this machine (the benchmark's own database
+    connections included, and little else while it runs)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    total += cpu_seconds(int(entry.name))
+            except (OSError, IndexError):
+                continue  # exited meanwhile
+    return total
+
+
 def reset_peak_rss(pid: int) -> None:
     # Writing 5 to clear_refs resets VmHWM (peak RSS) on Linux; needs the same user or root.
     Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -250,9 +270,13 @@ def main() -> int:
         poll["target_rps"] = args.rate
         poll["client"] = "bench/loadgen.py: raw HTTP/1.1, 64 keep-alive connections, open loop"
         # Service time without queueing: one client, one request at a time, same job running.
-        seq = asyncio.run(loadgen.sequential("127.0.0.1", args.port, path, headers, 200))
+        api_cpu, pg_cpu = cpu_seconds(api.pid), postgres_cpu_seconds()
+        n = 1000
+        seq = asyncio.run(loadgen.sequential("127.0.0.1", args.port, path, headers, n))
         poll["sequential_p50_ms"] = seq["p50_ms"]
         poll["sequential_p99_ms"] = seq["p99_ms"]
+        poll["api_cpu_ms_per_poll"] = round(1000 * (cpu_seconds(api.pid) - api_cpu) / n, 3)
+        poll["postgres_cpu_ms_per_poll"] = round(1000 * (postgres_cpu_seconds() - pg_cpu) / n, 3)
         job = httpx.get(f"{base}/v1/jobs/{fr['job_id']}", headers=headers, timeout=120).json()
         poll["job_state_during"] = job["state"]
         results["poll"] = poll
@@ -291,6 +315,10 @@ def main() -> int:
     print(
         f"| one poll at a time, p50 / p99 | {p['sequential_p50_ms']} / {p['sequential_p99_ms']}"
         " ms | |"
+    )
+    print(
+        f"| CPU per poll: API / PostgreSQL | {p['api_cpu_ms_per_poll']} /"
+        f" {p['postgres_cpu_ms_per_poll']} ms | |"
     )
     print(f"| submit to start (max of {len(s['samples'])}) | {s['max']} s | < 1 s |")
     print(
