@@ -40,15 +40,16 @@ def _with_db(url: str, name: str) -> str:
 
 
 @contextmanager
-def fresh_database(prefix: str) -> Iterator[str]:
-    """Create an empty PostgreSQL database, migrate it to head through Alembic, drop it after."""
+def fresh_database(prefix: str, revision: str = "head") -> Iterator[str]:
+    """Create an empty PostgreSQL database, migrate it through Alembic (to head unless told
+    otherwise), and drop it after."""
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = _with_db(PG_ADMIN_URL, name)
     try:
-        upgrade(url)
+        upgrade(url, revision)
         yield url
     finally:
         with admin.connect() as conn:

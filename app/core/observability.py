@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -99,9 +99,12 @@ class _JobCollector(Collector):
             "Jobs committed and waiting for a worker, by queue.",
             labels=["queue"],
         )
-        buckets = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, float("inf"))
-        counts = [0] * len(buckets)
-        total = 0.0
+        durations = HistogramMetricFamily(
+            "lethe_job_duration_seconds",
+            "Run time of finished jobs, from their last start, by kind and final state.",
+            labels=["kind", "state"],
+        )
+        edges = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600)
         with self.factory()() as s:
             for kind, state, n in s.execute(
                 select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
@@ -113,34 +116,22 @@ class _JobCollector(Collector):
                 .group_by(Job.queue)
             ):
                 depth.add_metric([queue], n)
-            recent = s.execute(
-                select(Job.started_at, Job.finished_at)
-                .where(Job.state == JobState.succeeded, Job.started_at.is_not(None))
-                .order_by(Job.finished_at.desc())
-                .limit(1000)
-            )
-            for started, finished in recent:
-                if started is None or finished is None:
-                    continue
-                seconds = (finished - started).total_seconds()
-                total += seconds
-                for i, edge in enumerate(buckets):
-                    if seconds <= edge:
-                        counts[i] += 1
-        hist = HistogramMetricFamily(
-            "lethe_job_duration_seconds", "Run time of the last 1000 succeeded jobs."
-        )
-        hist.add_metric(
-            [],
-            buckets=[
-                (str(b) if b != float("inf") else "+Inf", c)
-                for b, c in zip(buckets, counts, strict=True)
-            ],
-            sum_value=total,
-        )
+            # One aggregate over every finished job: cumulative counts, as Prometheus expects
+            # (jobs are never deleted, so the buckets only grow).
+            finished = Job.run_seconds.is_not(None)
+            per_edge = [func.sum(case((Job.run_seconds <= e, 1), else_=0)) for e in edges]
+            for kind, state, count, total, *cumulative in s.execute(
+                select(Job.kind, Job.state, func.count(), func.sum(Job.run_seconds), *per_edge)
+                .where(finished)
+                .group_by(Job.kind, Job.state)
+            ):
+                buckets = [(str(e), int(c or 0)) for e, c in zip(edges, cumulative, strict=True)]
+                durations.add_metric(
+                    [kind, state], buckets=[*buckets, ("+Inf", count)], sum_value=total or 0.0
+                )
         yield by_state
         yield depth
-        yield hist
+        yield durations
 
 
 class RequestContextMiddleware:

@@ -6,6 +6,7 @@ with it, so the history cannot disagree with the state.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import select
@@ -47,6 +48,11 @@ def transition(
         job.heartbeat_at = now
     if to in TERMINAL_STATES:
         job.finished_at = now
+        if job.started_at is not None:
+            started = job.started_at
+            if started.tzinfo is None:  # SQLite hands back naive UTC
+                started = started.replace(tzinfo=UTC)
+            job.run_seconds = max(0.0, (now - started).total_seconds())
     session.add(
         JobTransition(job_id=job.id, from_state=current, to_state=to, at=now, reason=reason)
     )

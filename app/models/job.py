@@ -60,6 +60,9 @@ class Job(IdMixin, CreatedMixin, Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(default=None)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Seconds from the last start to the end; kept so that /metrics can histogram run times in
+    # one aggregate query instead of reading every finished job.
+    run_seconds: Mapped[float | None] = mapped_column(default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -8,8 +8,9 @@ from sqlalchemy.orm import Session
 
 from app.core.observability import JsonFormatter, request_id_var
 from app.models import Job
-from tests.api.test_models import ARGS, real_weights, upload
+from tests.api.test_models import ARGS, real_weights, run_validation_claimed, upload
 from tests.factories import dataset_arrays, make_tenant, model_spec, safetensors_bytes
+from worker.context import WorkerContext
 
 
 def test_request_id_follows_the_request_into_its_job(client: TestClient, db: Session) -> None:
@@ -29,7 +30,7 @@ def test_request_id_follows_the_request_into_its_job(client: TestClient, db: Ses
     assert job is not None and job.request_id == rid
 
 
-def test_metrics_endpoint(client: TestClient, db: Session) -> None:
+def test_metrics_endpoint(client: TestClient, db: Session, worker_ctx: WorkerContext) -> None:
     keys = make_tenant(db, "acme")
     ds = client.post(
         "/v1/datasets",
@@ -37,7 +38,9 @@ def test_metrics_endpoint(client: TestClient, db: Session) -> None:
         data={"name": "toy"},
         headers=keys.headers(),
     )
+    model = upload(client, keys, model_spec(ds.json()["id"], args=ARGS), real_weights()).json()
     upload(client, keys, model_spec(ds.json()["id"], args=ARGS), real_weights())
+    run_validation_claimed(worker_ctx, model["validation_job_id"])
     client.get("/v1/nothing", headers=keys.headers())
     text = client.get("/metrics").text
     assert 'lethe_http_requests_total{method="POST",route="/v1/datasets",status="201"} 1.0' in text
@@ -45,7 +48,11 @@ def test_metrics_endpoint(client: TestClient, db: Session) -> None:
     assert 'lethe_jobs{kind="validate_model",state="queued"}' in text
     assert 'lethe_queue_depth{queue="cpu"}' in text
     assert "lethe_http_request_duration_seconds_bucket" in text
-    assert "lethe_job_duration_seconds_count" in text
+    done = '{kind="validate_model",state="succeeded"}'
+    assert f"lethe_job_duration_seconds_count{done} 1.0" in text
+    inf = 'lethe_job_duration_seconds_bucket{kind="validate_model",le="+Inf",state="succeeded"}'
+    assert f"{inf} 1.0" in text
+    assert f"lethe_jobs{done} 1.0" in text
 
 
 def test_json_log_lines_carry_the_request_id() -> None:
