@@ -7,6 +7,7 @@ returned; services only ``flush``. Worker code uses :func:`session_scope` the sa
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -45,7 +46,7 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-_autocommit: dict[int, Engine] = {}
+_autocommit: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
 
 
 def read_session(factory: sessionmaker[Session]) -> Session:
@@ -58,9 +59,9 @@ def read_session(factory: sessionmaker[Session]) -> Session:
     bind = factory.kw.get("bind")
     if not isinstance(bind, Engine):
         return factory()
-    engine = _autocommit.get(id(bind))
+    engine = _autocommit.get(bind)
     if engine is None:
-        engine = _autocommit[id(bind)] = bind.execution_options(isolation_level="AUTOCOMMIT")
+        engine = _autocommit[bind] = bind.execution_options(isolation_level="AUTOCOMMIT")
     return factory(bind=engine)
 
 

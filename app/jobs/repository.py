@@ -20,11 +20,6 @@ def get_for_update(session: Session, job_id: str) -> Job | None:
     return session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
 
 
-def transitions(session: Session, job_id: str) -> list[JobTransition]:
-    stmt = select(JobTransition).where(JobTransition.job_id == job_id).order_by(JobTransition.id)
-    return list(session.scalars(stmt))
-
-
 # The columns a job view shows, besides its history and request IDs.
 _VIEW_COLUMNS = (
     *("id", "kind", "state", "model_id", "lineage_id", "result_model_id", "method", "queue"),
