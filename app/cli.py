@@ -409,10 +409,30 @@ def _load_json_arg(value: str, what: str) -> Any:
         raise UsageError(f"{what} is not valid JSON: {exc}") from None
 
 
-def cmd_whoami(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        _print_json(client.whoami())
-    return EXIT_OK
+Fetch = Callable[["LetheClient", argparse.Namespace], Any]
+
+
+def _show(fetch: Fetch) -> Callable[[argparse.Namespace], int]:
+    """A command that prints one resource as JSON."""
+
+    def command(args: argparse.Namespace) -> int:
+        with _client(args) as client:
+            _print_json(fetch(client, args))
+        return EXIT_OK
+
+    return command
+
+
+def _listing(fetch: Fetch, columns: list[str]) -> Callable[[argparse.Namespace], int]:
+    """A command that prints rows as columns, or as JSON with ``--json``."""
+
+    def command(args: argparse.Namespace) -> int:
+        with _client(args) as client:
+            rows = list(fetch(client, args))
+        _table(rows, columns, args.json)
+        return EXIT_OK
+
+    return command
 
 
 def cmd_datasets_upload(args: argparse.Namespace) -> int:
@@ -421,13 +441,6 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
             args.train, name=args.name, test=args.test, on_progress=_progress_bar("upload")
         )
     print(f"dataset_id: {ds['id']}  samples: {ds['num_samples']}  classes: {ds['num_classes']}")
-    return EXIT_OK
-
-
-def cmd_datasets_list(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        rows = list(client.list_datasets())
-    _table(rows, ["id", "name", "num_samples", "num_classes", "created_at"], args.json)
     return EXIT_OK
 
 
@@ -446,50 +459,6 @@ def cmd_models_upload(args: argparse.Namespace) -> int:
     return EXIT_OK if model["status"] == "ready" else EXIT_FAILED
 
 
-def cmd_models_list(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        rows = list(client.list_models())
-    _table(rows, ["id", "name", "version", "status", "architecture", "created_at"], args.json)
-    return EXIT_OK
-
-
-def cmd_models_show(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        _print_json(client.get_model(args.model_id))
-    return EXIT_OK
-
-
-def cmd_jobs_show(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        _print_json(client.get_job(args.job_id))
-    return EXIT_OK
-
-
-def cmd_requests_list(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        rows = list(client.list_requests(lineage_id=args.lineage, status=args.status))
-    _table(rows, ["id", "status", "model_id", "job_id", "due_at", "created_at"], args.json)
-    return EXIT_OK
-
-
-def cmd_audit_list(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        rows = list(
-            client.audit_events(
-                action=args.action, subject_id=args.subject, actor=args.actor, since=args.since
-            )
-        )
-    _table(rows, ["seq", "at", "actor", "action", "subject_type", "subject_id"], args.json)
-    return EXIT_OK
-
-
-def cmd_api_keys_list(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        rows = client.list_api_keys()
-    _table(rows, ["id", "role", "name", "created_at", "revoked_at"], args.json)
-    return EXIT_OK
-
-
 def cmd_api_keys_create(args: argparse.Namespace) -> int:
     with _client(args) as client:
         key = client.create_api_key(args.role, args.name)
@@ -502,12 +471,6 @@ def cmd_api_keys_revoke(args: argparse.Namespace) -> int:
     with _client(args) as client:
         key = client.revoke_api_key(args.key_id)
     print(f"revoked {key['id']} at {key['revoked_at']}")
-    return EXIT_OK
-
-
-def cmd_settings_show(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        _print_json(client.tenant_settings())
     return EXIT_OK
 
 
@@ -598,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("whoami", help="the tenant and role of the API key")
     client_args(p)
-    p.set_defaults(func=cmd_whoami)
+    p.set_defaults(func=_show(lambda c, a: c.whoami()))
 
     p = ds.add_parser("upload", help="upload a training manifest (safetensors)")
     p.add_argument("train", help="safetensors: images, labels, optional sample_ids and test split")
@@ -608,7 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_datasets_upload)
     p = ds.add_parser("list", help="the tenant's datasets")
     client_args(p, listing=True)
-    p.set_defaults(func=cmd_datasets_list)
+    p.set_defaults(
+        func=_listing(
+            lambda c, a: c.list_datasets(),
+            ["id", "name", "num_samples", "num_classes", "created_at"],
+        )
+    )
 
     p = sub.add_parser("forget", help="ask a model to forget classes or samples")
     p.add_argument("model_id")
@@ -639,7 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = jobs.add_parser("show", help="a job's state, progress and history (JSON)")
     p.add_argument("job_id")
     client_args(p)
-    p.set_defaults(func=cmd_jobs_show)
+    p.set_defaults(func=_show(lambda c, a: c.get_job(a.job_id)))
 
     models = sub.add_parser("models", help="models").add_subparsers(dest="models", required=True)
     p = models.add_parser("download", help="download a version (and its certificate)")
@@ -664,11 +632,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_models_upload)
     p = models.add_parser("list", help="the tenant's model versions, newest first")
     client_args(p, listing=True)
-    p.set_defaults(func=cmd_models_list)
+    p.set_defaults(
+        func=_listing(
+            lambda c, a: c.list_models(),
+            ["id", "name", "version", "status", "architecture", "created_at"],
+        )
+    )
     p = models.add_parser("show", help="one model version (JSON)")
     p.add_argument("model_id")
     client_args(p)
-    p.set_defaults(func=cmd_models_show)
+    p.set_defaults(func=_show(lambda c, a: c.get_model(a.model_id)))
 
     reqs = sub.add_parser("requests", help="forget requests").add_subparsers(
         dest="requests", required=True
@@ -680,13 +653,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lineage", help="only this lineage (a model's lineage_id)")
     p.add_argument("--status", choices=["pending", "completed", "failed", "cancelled"])
     client_args(p, listing=True)
-    p.set_defaults(func=cmd_requests_list)
+    p.set_defaults(
+        func=_listing(
+            lambda c, a: c.list_requests(lineage_id=a.lineage, status=a.status),
+            ["id", "status", "model_id", "job_id", "due_at", "created_at"],
+        )
+    )
 
     ak = sub.add_parser("api-keys", help="the tenant's API keys, through the API (admin key)")
     aksub = ak.add_subparsers(dest="api_keys", required=True)
     p = aksub.add_parser("list")
     client_args(p, listing=True)
-    p.set_defaults(func=cmd_api_keys_list)
+    p.set_defaults(
+        func=_listing(
+            lambda c, a: c.list_api_keys(), ["id", "role", "name", "created_at", "revoked_at"]
+        )
+    )
     p = aksub.add_parser("create", help="create a key and print it once")
     p.add_argument("--role", required=True, choices=["admin", "member", "auditor"])
     p.add_argument("--name", default="")
@@ -701,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     stsub = st.add_subparsers(dest="settings", required=True)
     p = stsub.add_parser("show")
     client_args(p)
-    p.set_defaults(func=cmd_settings_show)
+    p.set_defaults(func=_show(lambda c, a: c.tenant_settings()))
     p = stsub.add_parser("set", help="KEY=VALUE ... (JSON values; admin key)")
     p.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     client_args(p)
@@ -728,7 +710,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actor", help="a key ID, or worker:...")
     p.add_argument("--since", help="ISO 8601 time")
     client_args(p, listing=True)
-    p.set_defaults(func=cmd_audit_list)
+    p.set_defaults(
+        func=_listing(
+            lambda c, a: c.audit_events(
+                action=a.action, subject_id=a.subject, actor=a.actor, since=a.since
+            ),
+            ["seq", "at", "actor", "action", "subject_type", "subject_id"],
+        )
+    )
 
     p = sub.add_parser("demo", help="run the whole flow on the embedded default")
     p.add_argument("--data-dir", default=".lethe/demo")
