@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import yaml
 from sqlalchemy import create_engine, inspect
 
@@ -128,3 +129,25 @@ def test_code_runs_and_migrates_from_a_source_tree_as_in_the_images(tmp_path: Pa
     assert run.stdout.startswith(str(tree))  # the copied tree, not this checkout
     tables = set(inspect(create_engine(f"sqlite:///{db}")).get_table_names())
     assert {"jobs", "model_versions", "audit_events", "alembic_version"} <= tables
+
+
+def test_every_setting_is_documented_and_reaches_the_containers() -> None:
+    from app.core.config import Settings
+
+    variables = {f"LETHE_{name.upper()}" for name in Settings.model_fields}
+    documented = set(re.findall(r"^(\w+)=", (ROOT / ".env.example").read_text(), re.M))
+    assert variables <= documented, variables - documented
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    passed = set(compose["x-lethe-env"])
+    # The migrate service migrates; workers get the signing key path next to their secret.
+    assert variables - passed == {"LETHE_AUTO_MIGRATE", "LETHE_SIGNING_KEY_PATH"}
+
+
+def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`${VAR:-}` in compose hands the container an empty string for every unset tunable."""
+    from app.core.config import Settings
+
+    monkeypatch.setenv("LETHE_TORCH_THREADS", "")
+    monkeypatch.setenv("LETHE_AUTH_CACHE_SECONDS", "")
+    settings = Settings()
+    assert settings.torch_threads is None and settings.auth_cache_seconds == 2

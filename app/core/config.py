@@ -32,7 +32,13 @@ class Mode(StrEnum):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="LETHE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="LETHE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # An empty variable (`LETHE_TORCH_THREADS=` in .env, or `${VAR:-}` in compose) means
+        # "use the default", not "parse an empty string".
+        env_ignore_empty=True,
     )
 
     environment: Environment = Environment.development
