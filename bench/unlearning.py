@@ -75,7 +75,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default="/usr/share/datasets/fashion-mnist")
     p.add_argument("--arch", choices=["small_cnn", "resnet18_cifar"], default="small_cnn")
     p.add_argument("--width", type=int, default=None)
-    p.add_argument("--seeds", type=int, default=None)
+    p.add_argument("--seeds", type=int, default=None, help="how many seeds")
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds first..first+N-1 (the defaults were set on seeds 0-2: use 3 to check them"
+        " on seeds they never saw)",
+    )
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--val-size", type=int, default=None)
@@ -205,7 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     warm_up(device)
     t_start = time.perf_counter()
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         # ---- original
         key = Cache.key(kind="original", seed=seed, **base_key)
         model = build_model(args.arch, model_args)
