@@ -151,3 +151,26 @@ def test_an_empty_variable_means_the_default(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LETHE_AUTH_CACHE_SECONDS", "")
     settings = Settings()
     assert settings.torch_threads is None and settings.auth_cache_seconds == 2
+
+
+def test_a_compose_env_file_does_not_reconfigure_local_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cp .env.example .env` for compose must not turn `lethe demo` into production mode."""
+    from app.core.config import Mode, get_settings
+
+    (tmp_path / ".env").write_text(
+        "LETHE_ENVIRONMENT=production\nLETHE_SECRET_KEY=s3cret-for-test\nLETHE_JOB_QUEUE=gpu\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in os.environ if v.startswith("LETHE_")]:
+        monkeypatch.delenv(var)
+    get_settings.cache_clear()
+    try:
+        settings = get_settings()
+        assert settings.mode is Mode.embedded and settings.job_queue == "cpu"
+        monkeypatch.setenv("LETHE_ENV_FILE", str(tmp_path / ".env"))
+        get_settings.cache_clear()
+        assert get_settings().job_queue == "gpu"  # only when asked for
+    finally:
+        get_settings.cache_clear()

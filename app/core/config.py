@@ -1,4 +1,5 @@
-"""Typed settings, read from ``LETHE_*`` environment variables (and a ``.env`` file).
+"""Typed settings, read from ``LETHE_*`` environment variables (and the file named by
+``LETHE_ENV_FILE``, if any).
 
 The defaults are the *embedded* mode: one data directory holding a SQLite database, the artifact
 folder and the broker's spool, so nothing needs to be installed or started. Setting both
@@ -8,6 +9,7 @@ folder and the broker's spool, so nothing needs to be installed or started. Sett
 from __future__ import annotations
 
 import functools
+import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Self
@@ -33,7 +35,9 @@ class Mode(StrEnum):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LETHE_",
-        env_file=".env",
+        # No implicit ./.env: the one docker compose reads (production values, a GPU queue) would
+        # otherwise silently reconfigure `lethe demo` and the tests run from the same folder.
+        env_file=None,
         env_file_encoding="utf-8",
         extra="ignore",
         # An empty variable (`LETHE_TORCH_THREADS=` in .env, or `${VAR:-}` in compose) means
@@ -174,4 +178,5 @@ def normalise_database_url(url: str) -> str:
 
 @functools.cache
 def get_settings() -> Settings:
-    return Settings()
+    env_file = os.environ.get("LETHE_ENV_FILE") or None
+    return Settings(_env_file=env_file)
