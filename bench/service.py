@@ -5,7 +5,9 @@ upload/download of a 1 GiB artifact against a plain file copy on the same disk.
     .venv/bin/python bench/service.py --quick    # 128 MiB, 5 s
 
 It runs the real thing in production mode: a fresh PostgreSQL database on 127.0.0.1:5432, Redis
-DB 12 on 127.0.0.1:6379, an API process (uvicorn) and a Celery worker process. Results: a
+DB 12 on 127.0.0.1:6379, an API process (uvicorn) and a Celery worker process. The poll load
+comes from bench/loadgen.py (open loop, raw HTTP/1.1, latency from each request's due time), and
+the CPU each poll costs the API process and PostgreSQL is read from /proc. Results: a
 Markdown table on stdout and JSON in bench/results/service[-quick].json. Targets (issue 5):
 p99 poll < 20 ms at 200 requests/s; a job starts < 1 s after its request commits; a 1 GiB upload
 at >= 50% of the plain copy's speed with < 64 MiB memory growth of the API process.
