@@ -198,7 +198,10 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
 
             original_id = mv["id"]
             rng = np.random.default_rng(1)
-            person = sorted(int(x) for x in rng.choice(arrays["sample_ids"], 25, replace=False))
+            # From the kept classes: samples of class 3 are gone after step 6 already, and the
+            # certificate would then count fewer forgotten in this job than were asked for.
+            kept = arrays["sample_ids"][arrays["labels"] != 3]
+            person = sorted(int(x) for x in rng.choice(kept, 25, replace=False))
             steps: list[tuple[str, dict[str, Any]]] = [
                 (
                     "6. forget class 3",
