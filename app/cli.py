@@ -35,21 +35,43 @@ def _settings() -> Settings:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
+    import shutil
+
     import uvicorn
 
-    from app.core.observability import configure_logging
-    from app.main import create_app
+    from app.core.config import get_settings
+    from app.core.observability import logging_config
 
-    configure_logging(args.log_level)
-    # log_config=None: uvicorn's loggers go through the JSON handler; our middleware logs access.
-    uvicorn.run(
-        create_app(),
-        host=args.host,
-        port=args.port,
-        log_config=None,
-        access_log=False,
-        log_level=args.log_level,
-    )
+    settings = get_settings()
+    workers = args.workers or settings.api_workers
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        # Our middleware writes the access lines; uvicorn's loggers go through the JSON handler.
+        "log_config": logging_config(args.log_level),
+        "access_log": False,
+        "log_level": args.log_level,
+    }
+    if workers == 1:
+        from app.main import create_app
+
+        uvicorn.run(create_app(), **common)
+        return EXIT_OK
+    # Several processes: migrate and publish the signing key once here, not in N racing
+    # lifespans, and give them a shared folder for their metrics (unless the operator did).
+    from app.main import prepare_database
+
+    prepare_database(settings)
+    os.environ["LETHE_AUTO_MIGRATE"] = "false"
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="lethe-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    try:
+        uvicorn.run("app.main:create_app", factory=True, workers=workers, **common)
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
     return EXIT_OK
 
 
@@ -513,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="run the HTTP API")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers", type=int, default=None, help="API processes (default: $LETHE_API_WORKERS, 1)"
+    )
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_api)
 

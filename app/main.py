@@ -9,8 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import __version__
 from app.audit.endpoints import router as audit_router
@@ -58,14 +60,33 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def _publish_signing_key(app: FastAPI) -> None:
+def _publish_signing_key(settings: Settings, factory: sessionmaker[Session]) -> None:
     """Embedded mode: create the signing key on first start and publish its public half."""
     from app.certificates.service import register_key, signer_for
     from app.core.db import session_scope
 
-    signer = signer_for(app.state.settings)
-    with session_scope(app.state.sessionmaker) as session:
-        register_key(session, signer)
+    signer = signer_for(settings)
+    try:
+        with session_scope(factory) as session:
+            register_key(session, signer)
+    except IntegrityError:
+        pass  # another API process of this service registered it at the same moment
+
+
+def prepare_database(settings: Settings) -> None:
+    """What a starting API does to its database, done once before several API processes start
+    (`lethe api --workers N`), so that they do not race: migrate when asked, and in embedded
+    mode publish the signing key."""
+    if settings.should_auto_migrate:
+        from app.core.migrate import upgrade
+
+        upgrade(settings.resolved_database_url)
+    if settings.mode is Mode.embedded:
+        engine = make_engine(settings.resolved_database_url)
+        try:
+            _publish_signing_key(settings, make_sessionmaker(engine))
+        finally:
+            engine.dispose()
 
 
 def create_app(
@@ -85,7 +106,7 @@ def create_app(
 
             upgrade(settings.resolved_database_url)
         if settings.mode is Mode.embedded:
-            _publish_signing_key(app)
+            _publish_signing_key(settings, app.state.sessionmaker)
         yield
         if owns_engine:
             engine.dispose()
@@ -112,7 +133,7 @@ def create_app(
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(app.state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     for router in (
         health_router,

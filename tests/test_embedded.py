@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -106,3 +115,51 @@ def test_cli_admin_commands(
         assert exc.value.code == 2
     finally:
         get_settings.cache_clear()
+
+
+def test_several_api_processes_share_one_metrics_view(tmp_path: Path) -> None:
+    """`lethe api --workers 2`: the processes migrate once, log JSON, and every scrape of
+    /metrics counts the requests all of them served, whichever one answers it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LETHE_", "PROMETHEUS_"))}
+    env["LETHE_DATA_DIR"] = str(tmp_path / "lethe")
+    log = (tmp_path / "api.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "api", "--workers", "2", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "api.log").read_text()
+            time.sleep(0.2)
+        settings = Settings(data_dir=tmp_path / "lethe")
+        app = create_app(settings)
+        with app.state.sessionmaker() as session:
+            _, _, key = tenants.create_tenant(session, "multi")
+            session.commit()
+        headers = {"Authorization": f"Bearer {key}"}
+        # New connections, eight at a time, so that both processes accept some.
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(lambda _: httpx.get(f"{base}/v1/whoami", headers=headers), range(30))
+            )
+        assert {r.status_code for r in codes} == {200}
+        line = 'lethe_http_requests_total{method="GET",route="/v1/whoami",status="200"} 30.0'
+        for _ in range(6):
+            assert line in httpx.get(f"{base}/metrics").text
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        log.close()
+    lines = [json.loads(x) for x in (tmp_path / "api.log").read_text().splitlines() if x]
+    served = [x for x in lines if x.get("route") == "/v1/whoami"]
+    assert len(served) == 30 and len({x["pid"] for x in served}) == 2

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         default=16 * 1024**2, gt=0, description="Largest safetensors JSON header accepted."
     )
     page_size_max: int = Field(default=200, gt=0)
+    api_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="API processes `lethe api` starts; their HTTP metrics are summed at scrape.",
+    )
     auth_cache_seconds: float = Field(
         default=2,
         ge=0,

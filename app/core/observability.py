@@ -6,13 +6,15 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import logging.config
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
@@ -41,6 +43,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            "pid": record.process,  # which API process or worker, when there are several
         }
         if rid := request_id_var.get():
             out["request_id"] = rid
@@ -54,12 +57,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+def logging_config(level: str = "INFO") -> dict[str, Any]:
+    """JSON lines on stderr for every logger, as a ``dictConfig``: uvicorn applies it in each of
+    its worker processes, which do not inherit the parent's handlers."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json"}},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        # uvicorn's own loggers carry no handler of their own: they reach the JSON one.
+        "loggers": {
+            name: {"handlers": [], "propagate": True}
+            for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+    }
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    logging.config.dictConfig(logging_config(level))
 
 
 class Metrics:
@@ -80,7 +96,19 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
-        self.registry.register(_JobCollector(factory))
+        self._jobs = _JobCollector(factory)
+        self.registry.register(self._jobs)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text. With several API processes (``PROMETHEUS_MULTIPROC_DIR`` set, as
+        ``lethe api --workers N`` does) the HTTP series are summed over all of them, whichever
+        process answers the scrape; the job series come from the database either way."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        registry.register(self._jobs)
+        return generate_latest(registry)
 
 
 class _JobCollector(Collector):
