@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 PROBLEM_JSON = "application/problem+json"
@@ -136,6 +137,15 @@ def install_handlers(app: FastAPI) -> None:
             "instance": request.url.path,
         }
         return problem_response(exc.status_code, body, dict(exc.headers or {}))
+
+    @app.exception_handler(DataError)
+    async def _data(request: Request, exc: DataError) -> JSONResponse:
+        # The database's "data exception" class: a value from the request cannot be stored or
+        # compared as given (a NUL character in a text, a number out of range). It is the
+        # client's input, not a server fault, and the unit of work has already rolled back.
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else "invalid value"
+        err = InvalidInput(f"A value in the request cannot be used: {reason}")
+        return problem_response(422, err.to_problem(request.url.path))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

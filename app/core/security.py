@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
 PREFIX = "lethe"
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,8 @@ def generate_key() -> NewKey:
 def split_key(presented: str) -> tuple[str, str] | None:
     """Return (key id, secret) or None when the string is not shaped like a Lethe key."""
     parts = presented.split("_", 2)
-    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
-        return None
+    if len(parts) != 3 or parts[0] != PREFIX or not _KEY_ID.fullmatch(parts[1]) or not parts[2]:
+        return None  # a key ID is 16 hex digits: anything else cannot exist, so no lookup
     return parts[1], parts[2]
 
 

@@ -140,3 +140,22 @@ def test_key_cache_unit(monkeypatch: pytest.MonkeyPatch) -> None:
     off: KeyCache[str] = KeyCache(ttl=0)
     off.put("lethe_a_1", "a", "A")
     assert off.get("lethe_a_1") is None
+
+
+def test_nul_characters_are_refused_cleanly_everywhere(client: TestClient, db: Session) -> None:
+    """PostgreSQL cannot store or compare text holding NUL: found by the fuzzer as a 500 on any
+    `/v1/<things>/{id}` path. Every such input is now a 4xx problem, and nothing is stored."""
+    keys = make_tenant(db, "nul")
+    admin = keys.headers("admin")
+    paths = ["/v1/jobs/a%00b", "/v1/models/a%00b", "/v1/datasets/a%00b"]
+    paths += ["/v1/forget-requests/a%00b", "/v1/jobs/a%00b/events"]
+    paths += ["/v1/audit-events?action=a%00b", "/v1/forget-requests?lineage_id=a%00b"]
+    for path in paths:
+        res = client.get(path, headers=admin)
+        assert 400 <= res.status_code < 500, (path, res.text)
+        assert res.headers["content-type"] == "application/problem+json"
+    assert_problem(client.delete("/v1/api-keys/a%00b", headers=admin), 422)
+    before = client.get("/v1/api-keys", headers=admin).json()["items"]
+    res = client.post("/v1/api-keys", json={"role": "member", "name": "a\u0000b"}, headers=admin)
+    assert_problem(res, 422)
+    assert client.get("/v1/api-keys", headers=admin).json()["items"] == before
