@@ -67,7 +67,6 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(
         default=16 * 1024**2, gt=0, description="Largest safetensors JSON header accepted."
     )
-    page_size_max: int = Field(default=200, gt=0)
     api_workers: int = Field(
         default=1,
         ge=1,

@@ -8,14 +8,18 @@ import hmac
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+from fastapi import Query
 from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import InstrumentedAttribute
 
 from app.core.errors import InvalidInput
 
 S = TypeVar("S", bound=Select[Any])
+
+# The `limit` query parameter of the keyset-paginated lists (datasets, models, requests).
+PageLimit = Annotated[int, Query(ge=1, le=200)]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from app.audit import service as audit
 from app.core.deps import SessionDep, SettingsDep, StoreDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.openapi import multipart_body
-from app.core.pagination import decode_cursor, finish_page
+from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.core.uploads import receive_multipart
 from app.datasets import repository, service
 from app.datasets.schemas import DatasetOut, DatasetPage
@@ -75,7 +75,7 @@ def list_datasets(
     session: SessionDep,
     settings: SettingsDep,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: PageLimit = 50,
     name: Annotated[str | None, Query(description="Only datasets with this name")] = None,
 ) -> DatasetPage:
     secret = settings.secret_key.get_secret_value()

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
-from app.core.pagination import decode_cursor, finish_page
+from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.forget_requests import lineage as lineage_views
 from app.forget_requests import repository, service
 from app.forget_requests.schemas import (
@@ -74,7 +74,7 @@ def list_forget_requests(
     session: SessionDep,
     settings: SettingsDep,
     cursor: Annotated[str | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: PageLimit = 50,
     overdue: Annotated[
         bool, Query(description="Only pending requests past their due date")
     ] = False,

@@ -11,7 +11,7 @@ from app.audit import service as audit
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
 from app.core.errors import Conflict, InvalidInput
 from app.core.openapi import multipart_body
-from app.core.pagination import decode_cursor, finish_page
+from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.core.uploads import receive_multipart
 from app.model_registry import repository, service
 from app.model_registry.schemas import MODEL_SPEC_EXAMPLE, ModelOut, ModelPage
@@ -82,7 +82,7 @@ def list_models(
     session: SessionDep,
     settings: SettingsDep,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: PageLimit = 50,
     status: Annotated[ModelStatus | None, Query(description="Filter by status")] = None,
     dataset_id: Annotated[str | None, Query()] = None,
     architecture: Annotated[str | None, Query()] = None,
