@@ -11,10 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from pydantic import ValidationError
 from torch import nn
 
-from app.unlearning.spec import ARCHITECTURES, ResNet18Args, SmallCNNArgs, SpecError
+from app.unlearning.spec import ResNet18Args, SmallCNNArgs, parse_args
 
 
 class SmallCNN(nn.Module):
@@ -117,17 +116,9 @@ BUILDERS: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
 def build_model(architecture: str, args: dict[str, Any]) -> nn.Module:
     """Build the module named ``architecture`` from ``args`` validated by the spec's schema;
     raise :class:`~app.unlearning.spec.SpecError` naming the field otherwise."""
-    info = ARCHITECTURES.get(architecture)
-    builder = BUILDERS.get(architecture)
-    if info is None or builder is None:
-        known = ", ".join(sorted(ARCHITECTURES))
-        raise SpecError("architecture", f"unknown architecture {architecture!r}; known: {known}")
-    try:
-        parsed = info.args_schema.model_validate(args)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise SpecError("args." + ".".join(str(p) for p in first["loc"]), first["msg"]) from None
-    return builder(parsed.model_dump())
+    parsed = parse_args(architecture, args)
+    # Every registered architecture has a builder (a test checks); a missing one is a bug.
+    return BUILDERS[architecture](parsed.model_dump())
 
 
 def count_parameters(model: nn.Module) -> int:

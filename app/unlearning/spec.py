@@ -70,6 +70,21 @@ class SpecError(ValueError):
         self.message = message
 
 
+def parse_args(architecture: str, args: dict[str, Any]) -> BaseModel:
+    """The architecture's arguments, validated by its schema with defaults filled in; a
+    :class:`SpecError` names the unknown architecture or the first bad field."""
+    info = ARCHITECTURES.get(architecture)
+    if info is None:
+        known = ", ".join(sorted(ARCHITECTURES))
+        raise SpecError("architecture", f"unknown architecture {architecture!r}; known: {known}")
+    try:
+        return info.args_schema.model_validate(args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise SpecError(f"args.{loc}", first["msg"]) from None
+
+
 def validate_architecture(
     architecture: str, args: dict[str, Any], input_shape: list[int]
 ) -> dict[str, Any]:
@@ -79,16 +94,8 @@ def validate_architecture(
     >>> validate_architecture("small_cnn", {"num_classes": 10}, [1, 28, 28])["width"]
     32
     """
-    info = ARCHITECTURES.get(architecture)
-    if info is None:
-        known = ", ".join(sorted(ARCHITECTURES))
-        raise SpecError("architecture", f"unknown architecture {architecture!r}; known: {known}")
-    try:
-        parsed = info.args_schema.model_validate(args)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        raise SpecError(f"args.{loc}", first["msg"]) from None
+    parsed = parse_args(architecture, args)
+    info = ARCHITECTURES[architecture]
     if len(input_shape) != 3 or any(not isinstance(d, int) or d <= 0 for d in input_shape):
         raise SpecError("input_shape", "must be [channels, height, width] of positive integers")
     channels, height, width = input_shape
