@@ -73,20 +73,24 @@ def _publish_signing_key(settings: Settings, factory: sessionmaker[Session]) -> 
         pass  # another API process of this service registered it at the same moment
 
 
-def prepare_database(settings: Settings) -> None:
-    """What a starting API does to its database, done once before several API processes start
-    (`lethe api --workers N`), so that they do not race: migrate when asked, and in embedded
-    mode publish the signing key."""
+def prepare_database(settings: Settings, factory: sessionmaker[Session] | None = None) -> None:
+    """What a starting API does to its database: migrate when asked, and in embedded mode publish
+    the signing key. The lifespan does it with the app's sessions; `lethe api --workers N` does it
+    once before the processes start, so that they do not race."""
     if settings.should_auto_migrate:
         from app.core.migrate import upgrade
 
         upgrade(settings.resolved_database_url)
-    if settings.mode is Mode.embedded:
-        engine = make_engine(settings.resolved_database_url)
-        try:
-            _publish_signing_key(settings, make_sessionmaker(engine))
-        finally:
-            engine.dispose()
+    if settings.mode is not Mode.embedded:
+        return
+    if factory is not None:
+        _publish_signing_key(settings, factory)
+        return
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        _publish_signing_key(settings, make_sessionmaker(engine))
+    finally:
+        engine.dispose()
 
 
 def create_app(
@@ -101,12 +105,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.should_auto_migrate:
-            from app.core.migrate import upgrade
-
-            upgrade(settings.resolved_database_url)
-        if settings.mode is Mode.embedded:
-            _publish_signing_key(settings, app.state.sessionmaker)
+        prepare_database(settings, app.state.sessionmaker)
         yield
         if owns_engine:
             engine.dispose()

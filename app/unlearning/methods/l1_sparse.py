@@ -8,7 +8,13 @@ from torch import nn
 
 from app.unlearning.config import L1SparseConfig
 from app.unlearning.data import BatchStream
-from app.unlearning.methods.common import MethodContext, MethodOutcome, params, sgd_loop
+from app.unlearning.methods.common import (
+    MethodContext,
+    MethodOutcome,
+    cross_entropy_loss,
+    params,
+    sgd_loop,
+)
 
 
 def run(model: nn.Module, ctx: MethodContext, config: L1SparseConfig) -> MethodOutcome:
@@ -19,7 +25,7 @@ def run(model: nn.Module, ctx: MethodContext, config: L1SparseConfig) -> MethodO
     def loss_fn(m: nn.Module, x: torch.Tensor, y: torch.Tensor, t: int) -> torch.Tensor:
         coef = config.l1 * (1.0 - t / steps)
         l1 = torch.stack([p.abs().sum() for p in ps]).sum()
-        return nn.functional.cross_entropy(m(x), y) + coef * l1
+        return cross_entropy_loss(m, x, y, t) + coef * l1
 
     sgd_loop(
         model,
