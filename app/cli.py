@@ -178,7 +178,6 @@ def _progress_bar(label: str) -> Callable[[int, int], None]:
 
 
 def cmd_import_dataset(args: argparse.Namespace) -> int:
-    from app.client import LetheAPIError
     from app.datasets import sources
 
     try:
@@ -193,13 +192,9 @@ def cmd_import_dataset(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = sources.write_manifest(arrays, Path(tmp) / f"{args.source}.safetensors")
         with _client(args) as client:
-            try:
-                ds = client.upload_dataset(
-                    path, name=args.name or args.source, on_progress=_progress_bar("upload")
-                )
-            except LetheAPIError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return EXIT_FAILED
+            ds = client.upload_dataset(
+                path, name=args.name or args.source, on_progress=_progress_bar("upload")
+            )
     print(f"dataset_id: {ds['id']}  samples: {ds['num_samples']}  classes: {ds['num_classes']}")
     return EXIT_OK
 
@@ -393,7 +388,7 @@ def cmd_requests_overdue(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        report = client.request("GET", "/v1/audit-events/verify")
+        report = client.verify_audit_log()
     if report["ok"]:
         print(f"OK: {report['checked']} events, chain intact")
         return EXIT_OK
@@ -569,20 +564,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = asub.add_parser("list-tenants")
     p.set_defaults(func=cmd_list_tenants)
 
-    ds = sub.add_parser("datasets", help="datasets").add_subparsers(dest="datasets", required=True)
-    p = ds.add_parser("import", help="register a dataset that ships offline")
-    p.add_argument("source", choices=["fashion-mnist", "digits"])
-    p.add_argument("--path", help="folder with the Fashion-MNIST IDX files")
-    p.add_argument("--name")
-    p.add_argument("--url", default=os.environ.get("LETHE_URL", "http://127.0.0.1:8000"))
-    p.add_argument("--api-key")
-    p.set_defaults(func=cmd_import_dataset)
-
     def client_args(parser: argparse.ArgumentParser, listing: bool = False) -> None:
         parser.add_argument("--url", default=os.environ.get("LETHE_URL", "http://127.0.0.1:8000"))
         parser.add_argument("--api-key", help="default: $LETHE_API_KEY")
         if listing:
             parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    ds = sub.add_parser("datasets", help="datasets").add_subparsers(dest="datasets", required=True)
+    p = ds.add_parser("import", help="register a dataset that ships offline")
+    p.add_argument("source", choices=["fashion-mnist", "digits"])
+    p.add_argument("--path", help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--name")
+    client_args(p)
+    p.set_defaults(func=cmd_import_dataset)
 
     p = sub.add_parser("whoami", help="the tenant and role of the API key")
     client_args(p)

@@ -153,7 +153,9 @@ class LetheClient:
     def list_datasets(self, **filters: Any) -> Iterator[dict[str, Any]]:
         yield from self._paginate("/v1/datasets", filters)
 
-    def _paginate(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    def _paginate(self, path: str, filters: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        # An unset filter is left out: httpx would send None as an empty string, a real value.
+        params = {k: v for k, v in filters.items() if v is not None}
         cursor: str | None = None
         while True:
             page = self.request(
@@ -207,10 +209,10 @@ class LetheClient:
 
     def audit_events(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """The tenant's audit history, oldest first; filters: action, subject_id, actor, since."""
-        yield from self._paginate("/v1/audit-events", {k: v for k, v in filters.items() if v})
+        yield from self._paginate("/v1/audit-events", filters)
 
     def list_requests(self, **filters: Any) -> Iterator[dict[str, Any]]:
-        yield from self._paginate("/v1/forget-requests", {k: v for k, v in filters.items() if v})
+        yield from self._paginate("/v1/forget-requests", filters)
 
     # -- tenant administration (admin keys) ------------------------------------------------------
     def list_api_keys(self) -> list[dict[str, Any]]:
