@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.cli import main as cli_main
 from app.client import LetheClient
 from app.core.tasks import worker_command
 
@@ -237,16 +236,24 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             (data_dir / "certificate.json").write_text(json.dumps(client.certificate(newest)))
             (data_dir / "signing-keys.json").write_text(json.dumps(client.signing_keys()))
             print("8. downloaded the newest version; `lethe verify` checks its certificate:")
-            rc = cli_main(
+            # As a user would run it, in its own process like the API above: the CLI imports
+            # this module (for `lethe demo`), so this module does not import the CLI.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            rc = subprocess.run(
                 [
+                    sys.executable,
+                    "-m",
+                    "app.cli",
                     "verify",
                     str(data_dir / "certificate.json"),
                     "--model",
                     str(out),
                     "--key",
                     str(data_dir / "signing-keys.json"),
-                ]
-            )
+                ],
+                check=False,
+            ).returncode
 
             print("\n| request | model | FA | RA | TA | MIA (entropy) |")
             print("|---|---|---|---|---|---|")

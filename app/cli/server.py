@@ -1,0 +1,98 @@
+"""``lethe api``, ``lethe worker`` and ``lethe db upgrade``: run the service and its schema."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from typing import TYPE_CHECKING, Any
+
+from app.cli.common import EXIT_OK, _settings
+
+if TYPE_CHECKING:
+    from app.cli.common import SubParsers
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import shutil
+
+    import uvicorn
+
+    from app.core.config import get_settings
+    from app.core.observability import logging_config
+
+    settings = get_settings()
+    workers = args.workers or settings.api_workers
+    common: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        # Our middleware writes the access lines; uvicorn's loggers go through the JSON handler.
+        "log_config": logging_config(args.log_level),
+        "access_log": False,
+        "log_level": args.log_level,
+    }
+    if workers == 1:
+        from app.main import create_app
+
+        uvicorn.run(create_app(), **common)
+        return EXIT_OK
+    # Several processes: migrate and publish the signing key once here, not in N racing
+    # lifespans, and give them a shared folder for their metrics (unless the operator did).
+    from app.main import prepare_database
+
+    prepare_database(settings)
+    os.environ["LETHE_AUTO_MIGRATE"] = "false"
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="lethe-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir
+    try:
+        uvicorn.run("app.main:create_app", factory=True, workers=workers, **common)
+    finally:
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    # The worker is its own program: exec Celery rather than importing it into the API package.
+    from app.core.tasks import worker_command
+
+    argv = worker_command(
+        args.queue, pool=args.pool, concurrency=args.concurrency, loglevel=args.log_level
+    )
+    os.execv(sys.executable, argv)  # noqa: S606 - fixed argv, no shell
+    return EXIT_OK  # pragma: no cover
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from app.core.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.resolved_database_url, args.revision)
+    print(f"database at {args.revision}")
+    return EXIT_OK
+
+
+def register(sub: SubParsers) -> None:
+    p = sub.add_parser("api", help="run the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--workers", type=int, default=None, help="API processes (default: $LETHE_API_WORKERS, 1)"
+    )
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run a Celery worker (needs the [worker] extra)")
+    p.add_argument("--queue", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--pool", choices=["solo", "prefork", "threads"], default="solo")
+    p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db", required=True)
+    p = db.add_parser("upgrade", help="apply Alembic migrations")
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_db_upgrade)

@@ -1,0 +1,76 @@
+"""``lethe verify``: check a certificate offline (signature, model digest, verdict)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from app.cli.common import EXIT_FAILED, EXIT_OK
+
+if TYPE_CHECKING:
+    from app.cli.common import SubParsers
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Offline: signature, model digest and verdict. Needs no service and no database."""
+    import hashlib
+    import json
+
+    from app.certificates.signing import load_public_key, verify_envelope
+
+    try:
+        envelope = json.loads(Path(args.certificate).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"FAILED: cannot read the certificate: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    keys = {}
+    raw = Path(args.key).read_text()
+    try:
+        if raw.lstrip().startswith("{"):
+            # The JSON of GET /v1/signing-keys, saved as it came.
+            for item in json.loads(raw)["items"]:
+                keys[item["key_id"]] = load_public_key(item["public_key_pem"])
+        else:
+            from app.certificates.signing import key_id_of
+
+            key = load_public_key(raw)
+            keys[key_id_of(key)] = key
+    except (ValueError, KeyError) as exc:
+        print(f"FAILED: cannot read the public key: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    digest = None
+    if args.model:
+        h = hashlib.sha256()
+        with open(args.model, "rb") as fh:
+            while chunk := fh.read(1024 * 1024):
+                h.update(chunk)
+        digest = h.hexdigest()
+    result = verify_envelope(envelope, keys, model_bytes_digest=digest, require_pass=True)
+    if not result.ok:
+        print("FAILED:", file=sys.stderr)
+        for problem in result.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    pred = (result.statement or {}).get("predicate", {})
+    forgotten = pred.get("forgotten", {})
+    print(f"OK: signed by key {result.key_id}")
+    if digest:
+        print(f"    model file sha256 {digest} is the certified subject")
+    print(
+        f"    verdict {pred.get('policy', {}).get('verdict')}; method"
+        f" {pred.get('method', {}).get('name')}; forgotten this job"
+        f" {forgotten.get('this_job', {}).get('count')}, cumulative"
+        f" {forgotten.get('cumulative', {}).get('count')}"
+    )
+    print(f"    guarantee: {pred.get('guarantee')} ({pred.get('guarantee_meaning', '')[:80]}...)")
+    return EXIT_OK
+
+
+def register(sub: SubParsers) -> None:
+    p = sub.add_parser("verify", help="verify a certificate offline")
+    p.add_argument("certificate", help="the DSSE envelope (JSON) from GET .../certificate")
+    p.add_argument("--model", help="the downloaded weights; their SHA-256 must be the subject")
+    p.add_argument("--key", required=True, help="a PEM public key, or the JSON of /v1/signing-keys")
+    p.set_defaults(func=cmd_verify)
