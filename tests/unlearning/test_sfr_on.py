@@ -13,16 +13,13 @@ from app.unlearning.config import OriginalTraining, SFROnConfig, parse_method_co
 from app.unlearning.data import ArrayDataset, Split, build_split
 from app.unlearning.engine import unlearn
 from app.unlearning.methods.common import MethodContext, mask_density
-from app.unlearning.methods.sfr_on import (
+from app.unlearning.methods.sfr_on import adaptive_weights, alpha_at, compute_mask, forget_step
+from app.unlearning.methods.sfr_on_calibration import (
     MISS_WEIGHT,
     Target,
-    adaptive_weights,
-    alpha_at,
     calibration_budget,
-    compute_mask,
     direction,
     entropy,
-    forget_step,
     forgetting_target,
     next_alpha,
     saturated,
