@@ -7,14 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
 
 from app.core.db import session_scope
 from app.core.observability import job_id_var, request_id_var
 from app.jobs import repository
 from app.jobs.service import transition
 from app.models import Job
-from app.models.job import JobKind, JobState
+from app.models.job import JobState
 from worker.context import WorkerContext
 
 
@@ -27,20 +27,12 @@ def claim(ctx: WorkerContext, job_id: str, *, in_lineage_order: bool = False) ->
         job = repository.get_for_update(session, job_id)
         if job is None or job.state != JobState.queued:
             return None
-        if in_lineage_order and job.lineage_id is not None:
-            earlier = session.scalars(
-                select(Job.id).where(
-                    Job.lineage_id == job.lineage_id,
-                    Job.kind == JobKind.unlearn,
-                    Job.id != job.id,
-                    or_(
-                        Job.state == JobState.running,
-                        and_(Job.state == JobState.queued, Job.created_at < job.created_at),
-                    ),
-                )
-            ).first()
-            if earlier is not None:
-                return None
+        if (
+            in_lineage_order
+            and job.lineage_id is not None
+            and repository.earlier_unfinished_in_lineage(session, job) is not None
+        ):
+            return None
         job.attempts += 1
         job.claimed_by = ctx.name
         transition(
@@ -56,6 +48,15 @@ def claim(ctx: WorkerContext, job_id: str, *, in_lineage_order: bool = False) ->
 def claim_in_order(ctx: WorkerContext, job_id: str) -> int | None:
     """:func:`claim` for unlearning jobs: one job per lineage at a time, in arrival order."""
     return claim(ctx, job_id, in_lineage_order=True)
+
+
+def owned_for_update(session: Session, job_id: str, attempt: int | None) -> Job | None:
+    """The job row, locked, if this attempt still owns it (running, same attempt number);
+    None when it was cancelled or taken over meanwhile: then the caller leaves it alone."""
+    job = repository.get_for_update(session, job_id)
+    if job is None or job.state != JobState.running:
+        return None
+    return job if attempt is None or job.attempts == attempt else None
 
 
 def report_progress(ctx: WorkerContext, job_id: str, progress: dict[str, Any]) -> None:

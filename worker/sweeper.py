@@ -18,19 +18,14 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from app.core.db import session_scope
-from app.core.tasks import UNLEARN, VALIDATE_MODEL
-from app.forget_requests import repository as requests_repo
 from app.jobs import repository as jobs_repo
-from app.jobs.service import transition
+from app.jobs import service as jobs
 from app.models import Job
 from app.models.base import utcnow
-from app.models.forget_request import RequestStatus
 from app.models.job import JobKind, JobState
 from worker.context import WorkerContext
 
 log = logging.getLogger(__name__)
-
-TASK_OF = {JobKind.unlearn: UNLEARN, JobKind.validate_model: VALIDATE_MODEL}
 
 
 def _aware(at: datetime | None) -> datetime | None:
@@ -56,25 +51,16 @@ def sweep_once(ctx: WorkerContext, now: datetime | None = None) -> dict[str, int
             if job is None or job.state != JobState.running or (beat and beat > stale_before):
                 continue
             if job.attempts >= job.max_attempts:
-                job.error = (
+                reason = (
                     f"the worker running this job stopped responding {job.attempts} times;"
                     " giving up (check the worker logs, e.g. for running out of memory)"
                 )
-                for r in requests_repo.job_requests(s, job.id):
-                    r.status = RequestStatus.failed
-                    r.completed_at = now
-                transition(s, job, JobState.failed, job.error, actor=actor)
+                jobs.end(s, job, JobState.failed, reason, actor=actor, tasks=ctx.tasks)
                 counts["failed"] += 1
             else:
-                transition(
-                    s,
-                    job,
-                    JobState.queued,
-                    f"worker {job.claimed_by} lost (no heartbeat since {beat}); retrying",
-                    actor=actor,
-                )
-                job.task_sent_at = now
-                to_send.append((TASK_OF[JobKind(job.kind)], job.id, job.queue))
+                lost = f"worker {job.claimed_by} lost (no heartbeat since {beat}); retrying"
+                task = jobs.requeue(s, job, lost, actor=actor, at=now)
+                to_send.append((task, job.id, job.queue))
                 counts["requeued"] += 1
 
         ids = list(
@@ -91,7 +77,7 @@ def sweep_once(ctx: WorkerContext, now: datetime | None = None) -> dict[str, int
             if job is None or job.state != JobState.queued or (sent and sent >= resend_before):
                 continue
             job.task_sent_at = now
-            to_send.append((TASK_OF[JobKind(job.kind)], job.id, job.queue))
+            to_send.append((jobs.TASK_OF[JobKind(job.kind)], job.id, job.queue))
             counts["resent"] += 1
 
     # Sent only after the commit: a crash in between just means the next sweep sends them.

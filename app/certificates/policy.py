@@ -10,8 +10,10 @@ All numbers are accuracy points (0-100).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from app.core.config import Settings
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,17 @@ class Thresholds:
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+    @classmethod
+    def effective(cls, settings: Settings, tenant_settings: dict[str, Any] | None) -> Thresholds:
+        """The service's ``policy_*`` settings, each overridden by the tenant's ``policy``."""
+        overrides = dict((tenant_settings or {}).get("policy") or {})
+        return cls(
+            **{
+                f.name: float(overrides.get(f.name, getattr(settings, f"policy_{f.name}")))
+                for f in fields(cls)
+            }
+        )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ Layout of a dataset file:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from app.core.digests import sample_set_digest
 from app.core.errors import InvalidArtifact
 from app.core.safetensors_check import SafetensorsError, SafetensorsFile, inspect
 
@@ -104,11 +104,6 @@ def _split(
     return summary, values
 
 
-def sample_ids_digest(ids: NDArray[np.int64]) -> str:
-    """SHA-256 over the sorted IDs as little-endian int64: names a set of samples exactly."""
-    return hashlib.sha256(np.sort(ids).astype("<i8").tobytes()).hexdigest()
-
-
 def summarize(
     train_path: Path, test_path: Path | None, *, max_header_bytes: int = 16 * 1024**2
 ) -> ManifestSummary:
@@ -160,7 +155,7 @@ def summarize(
             f"test images are {test.image_shape} but train images are {train.image_shape}",
             "images",
         )
-    return ManifestSummary(train, test, sample_ids_digest(ids), embedded)
+    return ManifestSummary(train, test, sample_set_digest(ids), embedded)
 
 
 def read_sample_ids(st: SafetensorsFile) -> NDArray[Any]:

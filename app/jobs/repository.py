@@ -4,10 +4,11 @@ import json
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from app.models import ForgetRequest, Job, JobTransition
+from app.models.job import JobKind, JobState
 
 
 def get(session: Session, tenant_id: str, job_id: str) -> Job | None:
@@ -18,6 +19,36 @@ def get(session: Session, tenant_id: str, job_id: str) -> Job | None:
 def get_for_update(session: Session, job_id: str) -> Job | None:
     """Lock the row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serialises writers)."""
     return session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+
+
+def earlier_unfinished_in_lineage(session: Session, job: Job) -> str | None:
+    """The ID of a job of the same lineage that runs now or was queued before ``job``: jobs of
+    one lineage run one at a time, in arrival order."""
+    stmt = select(Job.id).where(
+        Job.lineage_id == job.lineage_id,
+        Job.kind == JobKind.unlearn,
+        Job.id != job.id,
+        or_(
+            Job.state == JobState.running,
+            and_(Job.state == JobState.queued, Job.created_at < job.created_at),
+        ),
+    )
+    return session.scalars(stmt).first()
+
+
+def next_queued_in_lineage(session: Session, lineage_id: str) -> tuple[str, str] | None:
+    """The ID and queue of the lineage's oldest queued unlearning job."""
+    row = session.execute(
+        select(Job.id, Job.queue)
+        .where(
+            Job.lineage_id == lineage_id,
+            Job.kind == JobKind.unlearn,
+            Job.state == JobState.queued,
+        )
+        .order_by(Job.created_at)
+        .limit(1)
+    ).first()
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 # The columns a job view shows, besides its history and request IDs.

@@ -6,22 +6,31 @@ with it, so the history cannot disagree with the state.
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound
 from app.core.observability import request_id_var
-from app.core.tasks import TaskSender
+from app.core.tasks import UNLEARN, VALIDATE_MODEL, TaskSender
+from app.forget_requests import repository as requests_repo
+from app.forget_requests import states as request_states
 from app.jobs import repository
-from app.models import ForgetRequest, Job, JobTransition
+from app.models import Job, JobTransition
 from app.models.base import utcnow
 from app.models.forget_request import RequestStatus
-from app.models.job import TERMINAL_STATES, JobState
+from app.models.job import TERMINAL_STATES, JobKind, JobState
+
+# The task that runs each kind of job.
+TASK_OF: dict[JobKind, str] = {JobKind.unlearn: UNLEARN, JobKind.validate_model: VALIDATE_MODEL}
+
+
+class JobFailed(Exception):
+    """A failure the user can act on; the message says what to do. The job ends ``failed``."""
+
 
 ALLOWED: dict[JobState, frozenset[JobState]] = {
     JobState.queued: frozenset({JobState.running, JobState.failed, JobState.cancelled}),
@@ -66,6 +75,49 @@ def transition(
         subject_id=job.id,
         payload={"from": current.value, "reason": reason},
     )
+
+
+def end(
+    session: Session,
+    job: Job,
+    to: JobState,
+    reason: str,
+    *,
+    actor: str,
+    tasks: TaskSender | None = None,
+) -> None:
+    """End a job without a result (``failed`` or ``cancelled``) together with its requests, and
+    send the lineage's next job once this transaction commits (it waited for this one). The
+    pipeline, the sweeper and a cancel all end jobs through here."""
+    if to not in (JobState.failed, JobState.cancelled):
+        raise ValueError(f"end() takes failed or cancelled, not {to}")
+    if to is JobState.failed:
+        job.error = reason
+    transition(session, job, to, reason, actor=actor)
+    status = RequestStatus.cancelled if to is JobState.cancelled else RequestStatus.failed
+    for request in requests_repo.job_requests(session, job.id):
+        if request.status == RequestStatus.pending:
+            request_states.transition(session, request, status, reason=reason, actor=actor)
+    if job.lineage_id is not None and tasks is not None:
+        send_next_in_lineage(session, tasks, job.lineage_id)
+
+
+def requeue(
+    session: Session, job: Job, reason: str, *, actor: str, at: datetime | None = None
+) -> str:
+    """Put a running job whose worker was lost back in the queue; its requests stay pending.
+    Returns the task name, which the caller sends once the transaction commits (``at``)."""
+    transition(session, job, JobState.queued, reason, actor=actor)
+    job.task_sent_at = at or utcnow()
+    return TASK_OF[JobKind(job.kind)]
+
+
+def send_next_in_lineage(session: Session, tasks: TaskSender, lineage_id: str) -> None:
+    """After this transaction commits, send the lineage's oldest queued job."""
+    row = repository.next_queued_in_lineage(session, lineage_id)
+    if row is not None:
+        job_id, queue = row
+        after_commit(session, lambda: tasks.send(UNLEARN, job_id, queue))
 
 
 def create(
@@ -138,10 +190,7 @@ def cancel(session: Session, tenant_id: str, job_id: str, actor: str) -> Job:
     if state in TERMINAL_STATES:
         raise Conflict(f"Job {job_id} already {state.value}; nothing to cancel.")
     if state is JobState.queued:
-        transition(session, job, JobState.cancelled, "cancelled before it started", actor=actor)
-        for fr in session.scalars(select(ForgetRequest).where(ForgetRequest.job_id == job.id)):
-            fr.status = RequestStatus.cancelled
-            fr.completed_at = utcnow()
+        end(session, job, JobState.cancelled, "cancelled before it started", actor=actor)
     elif not job.cancel_requested:
         job.cancel_requested = True
         audit.record(

@@ -9,6 +9,7 @@ worker; the version stays ``validating`` until it answers ``ready`` or ``rejecte
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
@@ -153,6 +154,29 @@ def register(
         actor=actor,
     )
     return mv, job.id
+
+
+def record_validation(
+    session: Session,
+    store: ArtifactStore,
+    mv: ModelVersion,
+    *,
+    baseline: dict[str, Any] | None,
+    reason: str,
+) -> None:
+    """Record the deep check's answer: with a baseline the version is ``ready``; without, it is
+    ``rejected`` and its bytes are deleted, unless another version shares them."""
+    if baseline is not None:
+        mv.status = ModelStatus.ready
+        mv.status_reason = None
+        mv.baseline_metrics = baseline
+        return
+    mv.status = ModelStatus.rejected
+    mv.status_reason = reason
+    digest, mv.weights_digest = mv.weights_digest, None
+    session.flush()
+    if digest and not artifacts.is_referenced(session, digest):
+        artifacts.forget_artifact(session, store, digest)
 
 
 def load(session: Session, tenant_id: str, model_id: str) -> ModelVersion:

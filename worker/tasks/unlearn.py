@@ -27,19 +27,20 @@ def unlearn_task(job_id: str) -> None:
 
 def run_job(ctx: WorkerContext, job_id: str, attempt: int) -> None:
     # torch and the engine load here, in the worker process, never at import.
+    from app.jobs.service import JobFailed
     from app.unlearning.engine import Cancelled
     from worker.monitor import JobMonitor
-    from worker.pipeline import JobFailed, commit, compute, finish_unsuccessfully, plan
+    from worker.pipeline import commit, compute, finish_unsuccessfully, plan
 
     beat = ctx.settings.heartbeat_interval_seconds
     with JobMonitor(ctx, job_id, attempt, heartbeat_every=beat) as monitor:
         try:
             p = plan(ctx, job_id)
-            outcome = compute(ctx, p, monitor)
+            weights, result = compute(ctx, p, monitor)
             if monitor.lost:
                 log.warning("job %s was taken over by another worker; dropping result", job_id)
                 return
-            commit(ctx, p, outcome, monitor)
+            commit(ctx, p, weights, result, monitor)
         except Cancelled:
             if monitor.lost:
                 return

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from app.artifacts import service as artifacts
 from app.core.db import session_scope
 from app.core.tasks import VALIDATE_MODEL
-from app.jobs import repository as jobs_repo
 from app.jobs.service import transition
+from app.model_registry import service as models
+from app.model_registry.snapshot import ModelSnapshot
 from app.models import Dataset, ModelVersion
 from app.models.job import JobState
-from app.models.model_version import ModelStatus
 from worker.celery_app import celery_app
 from worker.context import WorkerContext, apply_torch_threads, get_context
-from worker.jobs import claim, job_log_context, report_progress
+from worker.jobs import claim, job_log_context, owned_for_update, report_progress
 from worker.monitor import JobMonitor
-from worker.snapshots import ModelSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +37,19 @@ def validate_model(job_id: str) -> None:
 def run_validation(ctx: WorkerContext, job_id: str, attempt: int | None = None) -> None:
     # torch is imported here, inside the worker process, never at module import.
     from app.unlearning.device import default_device
+    from app.unlearning.weights import ModelRejected, deep_check
     from worker.data import DatasetRef, load_manifest
-    from worker.validation import ModelRejected, deep_check
 
     with session_scope(ctx.sessionmaker) as session:
-        job = jobs_repo.get_for_update(session, job_id)
-        assert job is not None and job.model_id is not None
-        mv = session.get(ModelVersion, job.model_id)
+        job = owned_for_update(session, job_id, attempt)
+        mv = session.get(ModelVersion, job.model_id) if job and job.model_id else None
         ds = session.get(Dataset, mv.dataset_id) if mv else None
-        assert mv is not None and ds is not None
+        if mv is None or ds is None:
+            return
         spec = ModelSnapshot.of(mv)
         ref = DatasetRef(ds.train_digest, ds.test_digest, ds.num_classes)
 
-    verdict: str
-    baseline = None
+    baseline: dict[str, Any] | None = None
     try:
         report_progress(ctx, job_id, {"phase": "loading", "step": 0, "total": 3})
         device = default_device()
@@ -60,37 +58,28 @@ def run_validation(ctx: WorkerContext, job_id: str, attempt: int | None = None) 
         )
         report_progress(ctx, job_id, {"phase": "evaluating", "step": 1, "total": 3})
         with ctx.store.local_file(spec.weights_digest) as weights_path:
-            baseline = deep_check(weights_path, spec, train, test, device)
-        verdict = "ready"
+            checked = deep_check(
+                weights_path, spec.architecture, spec.args, spec.num_classes, train, test, device
+            )
+        baseline = checked.metrics
         reason = "weights load, forward pass finite, baseline measured"
     except ModelRejected as exc:
-        verdict, reason = "rejected", str(exc)
+        reason = str(exc)
     except Exception as exc:
         log.exception("validation of job %s failed unexpectedly", job_id)
-        verdict = "rejected"
         reason = f"the model could not be checked ({type(exc).__name__}: {exc})"
 
     with session_scope(ctx.sessionmaker) as session:
-        job = jobs_repo.get_for_update(session, job_id)
-        assert job is not None and job.model_id is not None
-        if job.state != JobState.running or (attempt is not None and job.attempts != attempt):
+        job = owned_for_update(session, job_id, attempt)
+        if job is None or job.model_id is None:
             return  # cancelled or taken over meanwhile: leave the row to its new owner
         mv = session.get(ModelVersion, job.model_id)
         assert mv is not None
-        if verdict == "ready" and baseline is not None:
-            mv.status = ModelStatus.ready
-            mv.status_reason = None
-            mv.baseline_metrics = baseline.metrics
+        models.record_validation(session, ctx.store, mv, baseline=baseline, reason=reason)
+        actor = f"worker:{ctx.name}"
+        if baseline is not None:
             job.progress = {"phase": "done", "step": 3, "total": 3}
-            transition(session, job, JobState.succeeded, reason, actor=f"worker:{ctx.name}")
+            transition(session, job, JobState.succeeded, reason, actor=actor)
         else:
-            mv.status = ModelStatus.rejected
-            mv.status_reason = reason
-            digest = mv.weights_digest
-            mv.weights_digest = None
-            session.flush()
-            # Nothing of a rejected upload is kept, unless another version shares the bytes.
-            if digest and not artifacts.is_referenced(session, digest):
-                artifacts.forget_artifact(session, ctx.store, digest)
             job.error = f"model rejected: {reason}"
-            transition(session, job, JobState.failed, job.error, actor=f"worker:{ctx.name}")
+            transition(session, job, JobState.failed, job.error, actor=actor)

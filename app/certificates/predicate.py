@@ -1,0 +1,80 @@
+"""The certificate's predicate: what a signed certificate says about a new model version.
+
+Built here, from plain values, so that what a certificate claims is decided in one place of the
+certificates domain; the worker only supplies the facts it measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from app.certificates.policy import Thresholds, Verdict
+from app.core.digests import SAMPLE_SET_DIGEST_METHOD, sample_set_digest
+from app.model_registry.snapshot import ModelSnapshot
+
+# What the run record contributes to the certificate: its cost, not its internals.
+RUN_FIELDS = (
+    "steps",
+    "mask_density",
+    "wall_time_s",
+    "forward_passes",
+    "backward_passes",
+    "optimizer_steps",
+)
+
+
+def build(
+    *,
+    model: dict[str, Any],
+    parent: ModelSnapshot,
+    parent_version: int,
+    dataset: dict[str, Any],
+    this_job_ids: Sequence[int],
+    cumulative_ids: Sequence[int],
+    class_ids: list[int] | None,
+    requests: list[dict[str, Any]],
+    job: dict[str, Any],
+    method: dict[str, Any],
+    run: dict[str, Any],
+    environment: dict[str, Any],
+    metrics: dict[str, dict[str, float]],
+    thresholds: Thresholds,
+    verdict: Verdict,
+    issued_at: str,
+) -> dict[str, Any]:
+    """The predicate of an unlearning certificate (see the README's certificate section)."""
+    return {
+        "model": model,
+        "parent": {
+            "id": parent.id,
+            "version": parent_version,
+            "digest": {"sha256": parent.weights_digest},
+        },
+        "dataset": dataset,
+        "forgotten": {
+            "this_job": {
+                "count": len(set(this_job_ids)),
+                "sample_ids_sha256": sample_set_digest(this_job_ids),
+                "classes": class_ids,
+            },
+            "cumulative": {
+                "count": len(set(cumulative_ids)),
+                "sample_ids_sha256": sample_set_digest(cumulative_ids),
+            },
+            "digest_method": SAMPLE_SET_DIGEST_METHOD,
+        },
+        "requests": requests,
+        "job": job,
+        "method": method,
+        "run": {k: run.get(k) for k in RUN_FIELDS},
+        "environment": environment,
+        "metrics": metrics,
+        "policy": {
+            "thresholds": thresholds.as_dict(),
+            "verdict": verdict.label,
+            "reasons": verdict.reasons,
+            "checks": verdict.checks,
+        },
+        "issued_at": issued_at,
+    }

@@ -1,0 +1,288 @@
+"""Fulfilling forget requests: what an unlearning job starts from, and recording what it made.
+
+The worker calls :func:`plan` before it runs the engine and :func:`record` after it, each in its
+own transaction. The rules live here: which version a job starts from, which samples earlier
+requests already removed, how a new version, its metrics, its certificate and its requests'
+completion are written together. The worker only runs the engine in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.artifacts import service as artifacts
+from app.audit import service as audit
+from app.certificates import predicate as certificate_predicate
+from app.certificates import service as certificates
+from app.certificates.policy import Thresholds, Verdict
+from app.certificates.signing import Signer
+from app.core.config import Settings
+from app.core.digests import sample_set_digest
+from app.core.storage import ArtifactStore, StagedBlob
+from app.core.tasks import TaskSender
+from app.forget_requests import repository
+from app.forget_requests import states as request_states
+from app.jobs import service as jobs
+from app.jobs.service import JobFailed
+from app.model_registry.snapshot import ModelSnapshot
+from app.models import Dataset, Evaluation, ForgetRequest, Job, ModelVersion, Tenant
+from app.models.base import utcnow
+from app.models.forget_request import RequestStatus
+from app.models.job import JobState
+from app.models.model_version import ModelStatus
+
+
+@dataclass(frozen=True)
+class UnlearnPlan:
+    """Everything an unlearning job needs, copied out of one short transaction."""
+
+    job_id: str
+    tenant_id: str
+    lineage_id: str
+    attempt: int
+    method: str
+    method_config: dict[str, Any]
+    reference_eval: bool
+    seed: int
+    base: ModelSnapshot
+    base_version: int
+    base_name: str
+    dataset_id: str
+    train_digest: str
+    test_digest: str | None
+    dataset_classes: int
+    request_ids: list[str]
+    # What the certificate says of each request.
+    requests: list[dict[str, Any]]
+    kind: str
+    class_ids: list[int] | None
+    sample_ids: list[int] | None
+    # Samples forgotten earlier in the lineage: they stay out of the remain set.
+    exclude_ids: list[int]
+    # Classes forgotten whole earlier in the lineage: the model no longer predicts them, so they
+    # leave the test set too (else every later request would count them as errors).
+    gone_classes: list[int]
+    fallback_retrain: bool
+    thresholds: Thresholds
+    started_at: str
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What the engine produced, as plain values (the weights travel as a staged blob)."""
+
+    run: dict[str, Any]
+    metrics: dict[str, dict[str, float]]
+    verdict: Verdict
+    forget_ids: list[int]
+    method: str
+    fallback: bool
+    environment: dict[str, Any] = field(default_factory=dict)
+
+
+def _request_facts(r: ForgetRequest) -> dict[str, Any]:
+    return {
+        "id": r.id,
+        "kind": r.kind,
+        "class_ids": r.class_ids,
+        "sample_count": len(r.sample_ids) if r.sample_ids else None,
+        "sample_ids_digest": sample_set_digest(r.sample_ids) if r.sample_ids else None,
+        "subject_ref": r.subject_ref,
+        "received_at": r.created_at.isoformat(),
+        "due_at": r.due_at.isoformat(),
+    }
+
+
+def plan(session: Session, settings: Settings, job_id: str) -> UnlearnPlan:
+    """Start from the lineage's newest usable version, and exclude every sample forgotten
+    earlier in the lineage. Raises :class:`JobFailed` when there is nothing to work on."""
+    job = session.get(Job, job_id)
+    assert job is not None and job.lineage_id is not None
+    members = repository.job_requests(session, job_id)
+    if not members:
+        raise JobFailed("the job has no forget requests attached")
+    head = repository.lineage_head(session, job.lineage_id)
+    if head is None:
+        raise JobFailed("the model lineage has no usable version to start from")
+    job.model_id = head.id
+    done = repository.lineage_requests(session, job.lineage_id, RequestStatus.completed)
+    exclude = sorted({int(i) for r in done for i in (r.resolved_sample_ids or [])})
+    gone = sorted({int(c) for r in done if r.kind == "class" for c in (r.class_ids or [])})
+    ds = session.get(Dataset, head.dataset_id)
+    tenant = session.get(Tenant, job.tenant_id)
+    assert ds is not None and tenant is not None
+    return UnlearnPlan(
+        job_id=job.id,
+        tenant_id=job.tenant_id,
+        lineage_id=job.lineage_id,
+        attempt=job.attempts,
+        method=str(job.method),
+        method_config=dict(job.method_config),
+        reference_eval=job.reference_eval,
+        seed=job.seed,
+        base=ModelSnapshot.of(head),
+        base_version=head.version,
+        base_name=head.name,
+        dataset_id=ds.id,
+        train_digest=ds.train_digest,
+        test_digest=ds.test_digest,
+        dataset_classes=ds.num_classes,
+        request_ids=[r.id for r in members],
+        requests=[_request_facts(r) for r in members],
+        kind=members[0].kind,
+        class_ids=sorted({int(c) for r in members for c in (r.class_ids or [])}) or None,
+        sample_ids=sorted({int(i) for r in members for i in (r.sample_ids or [])}) or None,
+        exclude_ids=exclude,
+        gone_classes=gone,
+        fallback_retrain=bool((tenant.settings or {}).get("fallback_retrain", False)),
+        thresholds=Thresholds.effective(settings, tenant.settings),
+        started_at=(job.started_at or utcnow()).isoformat(),
+    )
+
+
+def record(
+    session: Session,
+    store: ArtifactStore,
+    signer: Signer,
+    job: Job,
+    p: UnlearnPlan,
+    result: JobResult,
+    weights: StagedBlob,
+    *,
+    actor: str,
+    tasks: TaskSender | None,
+) -> ModelVersion:
+    """Commit the job's result with the caller's transaction: the new version (stored by
+    digest), its evaluations, its certificate, the requests' completion and the audit events.
+    ``job`` is the caller's locked row; the version is ``uncertified`` when the verdict failed."""
+    artifact = artifacts.ingest(session, store, weights, "application/vnd.safetensors")
+    version = max(v.version for v in repository.lineage_versions(session, p.lineage_id)) + 1
+    cumulative = sorted(set(p.exclude_ids) | set(result.forget_ids))
+    passed = result.verdict.passed
+    status = ModelStatus.ready if passed else ModelStatus.uncertified
+    new = ModelVersion(
+        tenant_id=p.tenant_id,
+        lineage_id=p.lineage_id,
+        parent_id=p.base.id,
+        version=version,
+        name=p.base_name,
+        status=status,
+        status_reason=None if passed else "; ".join(result.verdict.reasons),
+        architecture=p.base.architecture,
+        arch_args=p.base.args,
+        input_shape=p.base.input_shape,
+        normalization={"mean": p.base.mean, "std": p.base.std},
+        num_classes=p.base.num_classes,
+        training=p.base.training,
+        dataset_id=p.dataset_id,
+        weights_digest=artifact.digest,
+        weights_size=artifact.size,
+        baseline_metrics=result.metrics["unlearned"],
+        produced_by_request_id=p.request_ids[0],
+        produced_by_job_id=p.job_id,
+        forgotten_count=len(cumulative),
+        forgotten_digest=sample_set_digest(cumulative),
+    )
+    session.add(new)
+    session.flush()
+    for subject, values in result.metrics.items():
+        session.add(
+            Evaluation(
+                tenant_id=p.tenant_id,
+                job_id=p.job_id,
+                model_id={"original": p.base.id, "unlearned": new.id}.get(subject),
+                subject=subject,
+                metrics=values,
+            )
+        )
+    now = utcnow()
+    predicate = certificate_predicate.build(
+        model={"id": new.id, "version": version, "lineage_id": p.lineage_id},
+        parent=p.base,
+        parent_version=p.base_version,
+        dataset={"id": p.dataset_id, "train_digest": p.train_digest},
+        this_job_ids=result.forget_ids,
+        cumulative_ids=cumulative,
+        class_ids=p.class_ids,
+        requests=p.requests,
+        job={
+            "id": p.job_id,
+            "started_at": p.started_at,
+            "finished_at": now.isoformat(),
+            "attempt": p.attempt,
+        },
+        method={
+            "name": result.method,
+            "requested": p.method,
+            "fallback": result.fallback,
+            "config": result.run.get("config"),
+            "seed": p.seed,
+        },
+        run=result.run,
+        environment=result.environment,
+        metrics=result.metrics,
+        thresholds=p.thresholds,
+        verdict=result.verdict,
+        issued_at=now.isoformat(),
+    )
+    certificates.issue(
+        session,
+        signer,
+        tenant_id=p.tenant_id,
+        model_id=new.id,
+        model_name=f"{p.base_name}-v{version}.safetensors",
+        model_digest=artifact.digest,
+        job_id=p.job_id,
+        verdict=result.verdict.label,
+        predicate=predicate,
+    )
+    for r in repository.job_requests(session, p.job_id):
+        wanted = set(r.sample_ids or [])
+        r.resolved_sample_ids = (
+            [i for i in result.forget_ids if i in wanted] if r.sample_ids else result.forget_ids
+        )
+        request_states.transition(
+            session,
+            r,
+            RequestStatus.completed,
+            reason=f"version {version} ({status}); verdict {result.verdict.label}",
+            actor=actor,
+            result_model_id=new.id,
+        )
+    job.result_model_id = new.id
+    job.outcome = {
+        "verdict": result.verdict.label,
+        "reasons": result.verdict.reasons,
+        "method": result.method,
+        "fallback": result.fallback,
+        "new_version": version,
+        "metrics": result.metrics,
+    }
+    job.progress = {**(job.progress or {}), "phase": "done", "step": 1, "total": 1}
+    audit.record(
+        session,
+        tenant_id=p.tenant_id,
+        actor=actor,
+        action="model.created",
+        subject_type="model",
+        subject_id=new.id,
+        payload={
+            "parent": p.base.id,
+            "digest": artifact.digest,
+            "job_id": p.job_id,
+            "verdict": result.verdict.label,
+        },
+    )
+    jobs.transition(
+        session,
+        job,
+        JobState.succeeded,
+        f"version {version} ({status}); verdict {result.verdict.label}",
+        actor=actor,
+    )
+    if tasks is not None:
+        jobs.send_next_in_lineage(session, tasks, p.lineage_id)
+    return new
