@@ -41,9 +41,14 @@ def build(
     metrics: dict[str, dict[str, float]],
     thresholds: Thresholds,
     verdict: Verdict,
+    chain: list[dict[str, Any]],
     issued_at: str,
 ) -> dict[str, Any]:
-    """The predicate of an unlearning certificate (see the README's certificate section)."""
+    """The predicate of an unlearning certificate (see the README's certificate section).
+
+    ``chain`` lists every step from the uploaded original to this version (version, ID,
+    digest, request IDs, verdict); ``uncertified_ancestors`` names the earlier steps that failed
+    the gate, so a ``pass`` never hides that it was built on one."""
     return {
         "model": model,
         "parent": {
@@ -76,5 +81,7 @@ def build(
             "reasons": verdict.reasons,
             "checks": verdict.checks,
         },
+        "chain": chain,
+        "uncertified_ancestors": [s["version"] for s in chain[:-1] if s["verdict"] == "fail"],
         "issued_at": issued_at,
     }

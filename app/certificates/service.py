@@ -74,3 +74,11 @@ def for_model(session: Session, tenant_id: str, model_id: str) -> Certificate:
 
 def public_keys(session: Session) -> list[SigningKey]:
     return list(session.scalars(select(SigningKey).order_by(SigningKey.created_at)))
+
+
+def verdicts_of(session: Session, model_ids: list[str]) -> dict[str, str]:
+    """The certificate verdict of each of these versions that has a certificate."""
+    rows = session.execute(
+        select(Certificate.model_id, Certificate.verdict).where(Certificate.model_id.in_(model_ids))
+    )
+    return {str(m): str(v) for m, v in rows}

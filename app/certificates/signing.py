@@ -75,6 +75,10 @@ class Signer:
             "signatures": [{"keyid": self.key_id, "sig": base64.b64encode(sig).decode()}],
         }
 
+    def sign_bytes(self, data: bytes) -> bytes:
+        """A raw Ed25519 signature over ``data`` (the audit checkpoints' signed notes)."""
+        return self.private.sign(data)
+
 
 def generate_key_file(path: Path) -> Signer:
     """Create a new private key at ``path`` (mode 0600); refuse to overwrite one."""
@@ -135,9 +139,10 @@ def verify_envelope(
     *,
     model_bytes_digest: str | None = None,
     require_pass: bool = True,
+    accept_uncertified_ancestors: bool = False,
 ) -> Verification:
-    """Check the DSSE signature, the statement's shape, the model digest and the verdict.
-    Every failure is explained in ``problems``."""
+    """Check the DSSE signature, the statement's shape, the model digest, the verdict and the
+    chain of versions it discloses. Every failure is explained in ``problems``."""
     problems: list[str] = []
     if envelope.get("payloadType") != PAYLOAD_TYPE:
         problems.append(f"payloadType is {envelope.get('payloadType')!r}, not {PAYLOAD_TYPE}")
@@ -176,4 +181,36 @@ def verify_envelope(
         problems.append(
             f"the policy verdict is {verdict!r}, not 'pass'" + (f": {reasons}" if reasons else "")
         )
+    problems += chain_problems(predicate, digest, accept_uncertified_ancestors)
     return Verification(not problems, problems, statement, good_key)
+
+
+def chain_problems(
+    predicate: dict[str, Any], subject_digest: str | None, accept_uncertified: bool
+) -> list[str]:
+    """The chain must run from an uploaded original to this certificate's subject, through its
+    parent; a ``pass`` built on a step that failed the gate is refused unless accepted."""
+    chain = predicate.get("chain")
+    if chain is None:
+        return []  # issued before certificates carried their chain
+    if not isinstance(chain, list) or not chain or not all(isinstance(s, dict) for s in chain):
+        return ["the chain of versions is empty or malformed"]
+    problems = []
+    if chain[0].get("verdict") != "uploaded":
+        problems.append("the chain does not start at an uploaded original")
+    last = chain[-1]
+    if (last.get("digest") or {}).get("sha256") != subject_digest:
+        problems.append("the chain's last step is not the certified model")
+    verdict = (predicate.get("policy") or {}).get("verdict")
+    if last.get("verdict") != verdict:
+        problems.append(f"the chain's last verdict {last.get('verdict')!r} is not {verdict!r}")
+    parent = (predicate.get("parent") or {}).get("id")
+    if len(chain) > 1 and chain[-2].get("id") != parent:
+        problems.append("the chain's second-to-last step is not the certificate's parent")
+    failed = [s.get("version") for s in chain[:-1] if s.get("verdict") == "fail"]
+    if failed and verdict == "pass" and not accept_uncertified:
+        problems.append(
+            f"this version was built on uncertified step(s) {failed} of its lineage (they failed"
+            " the policy gate); accept that explicitly to pass"
+        )
+    return problems

@@ -91,7 +91,7 @@ def _print_json(value: Any) -> None:
 
 
 def _watch(client: Any, job_id: str) -> int:
-    """Follow a job until it ends; exit 0 when it succeeded, 1 otherwise."""
+    """Follow a job until it ends; exit 0 when it succeeded with a passing verdict, else 1."""
     last: tuple[Any, ...] = ()
 
     def show(job: dict[str, Any]) -> None:
@@ -106,6 +106,15 @@ def _watch(client: Any, job_id: str) -> int:
 
     job = client.wait_for_job(job_id, timeout=7 * 24 * 3600, on_update=show)
     out = job.get("outcome") or {}
+    if job["state"] == "succeeded" and out.get("verdict") == "fail":
+        # The job ran, but what it made failed the gate: nothing was honoured.
+        reasons = "; ".join(out.get("reasons") or [])
+        print(
+            f"uncertified: version {job.get('result_model_id')} failed the policy gate"
+            f" ({reasons}); its requests stay open and are retried with the lineage's next request",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if job["state"] == "succeeded":
         print(f"succeeded: new version {job.get('result_model_id')} (verdict {out.get('verdict')})")
         return EXIT_OK

@@ -27,6 +27,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         body["config"] = _load_json_arg(args.config, "--config")
     if args.reference:
         body["reference_eval"] = True
+    if args.allow_uncertified_base:
+        body["allow_uncertified_base"] = True
     classes = _ints(args.classes, "--classes") if args.classes else None
     samples = _read_ids(args.samples_file) if args.samples_file else None
     if args.samples:
@@ -59,6 +61,15 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--reason")
     p.add_argument("--subject", help="opaque data-subject reference")
     p.add_argument("--idempotency-key")
-    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    p.add_argument(
+        "--allow-uncertified-base",
+        action="store_true",
+        help="build on the named uncertified version (its certificate will disclose it)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job until it ends (exit 1 unless it made a certified version)",
+    )
     client_args(p)
     p.set_defaults(func=cmd_forget)

@@ -25,7 +25,9 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
 
 def register(sub: SubParsers) -> None:
     jobs = sub.add_parser("jobs", help="jobs").add_subparsers(dest="jobs", required=True)
-    p = jobs.add_parser("watch", help="follow a job until it ends (exit 1 unless it succeeded)")
+    p = jobs.add_parser(
+        "watch", help="follow a job until it ends (exit 1 unless it succeeded and passed the gate)"
+    )
     p.add_argument("job_id")
     client_args(p)
     p.set_defaults(func=cmd_jobs_watch)

@@ -47,7 +47,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
             while chunk := fh.read(1024 * 1024):
                 h.update(chunk)
         digest = h.hexdigest()
-    result = verify_envelope(envelope, keys, model_bytes_digest=digest, require_pass=True)
+    result = verify_envelope(
+        envelope,
+        keys,
+        model_bytes_digest=digest,
+        require_pass=True,
+        accept_uncertified_ancestors=args.accept_uncertified_ancestors,
+    )
     if not result.ok:
         print("FAILED:", file=sys.stderr)
         for problem in result.problems:
@@ -64,6 +70,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         f" {forgotten.get('this_job', {}).get('count')}, cumulative"
         f" {forgotten.get('cumulative', {}).get('count')}"
     )
+    for step in pred.get("chain") or []:
+        digest_hex = (step.get("digest") or {}).get("sha256") or "-"
+        print(
+            f"    chain v{step.get('version')}: {step.get('verdict'):<9} {digest_hex[:16]}"
+            f"  requests {', '.join(step.get('request_ids') or []) or '-'}"
+        )
     print(f"    guarantee: {pred.get('guarantee')} ({pred.get('guarantee_meaning', '')[:80]}...)")
     return EXIT_OK
 
@@ -73,4 +85,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("certificate", help="the DSSE envelope (JSON) from GET .../certificate")
     p.add_argument("--model", help="the downloaded weights; their SHA-256 must be the subject")
     p.add_argument("--key", required=True, help="a PEM public key, or the JSON of /v1/signing-keys")
+    p.add_argument(
+        "--accept-uncertified-ancestors",
+        action="store_true",
+        help="accept a pass built on a version that failed the policy gate",
+    )
     p.set_defaults(func=cmd_verify)

@@ -17,7 +17,7 @@ from app.forget_requests.schemas import (
 )
 from app.models import ForgetRequest
 from app.models.base import utcnow
-from app.models.forget_request import RequestStatus
+from app.models.forget_request import OPEN_STATUSES, RequestStatus
 from app.tenants.dependencies import Reader, Writer
 
 router = APIRouter(tags=["forget requests"])
@@ -27,7 +27,7 @@ def to_out(fr: ForgetRequest) -> ForgetRequestOut:
     out = ForgetRequestOut.model_validate(fr)
     out.sample_count = len(fr.sample_ids) if fr.sample_ids is not None else None
     due = fr.due_at if fr.due_at.tzinfo else fr.due_at.replace(tzinfo=utcnow().tzinfo)
-    out.overdue = fr.status == RequestStatus.pending and due < utcnow()
+    out.overdue = fr.status in OPEN_STATUSES and due < utcnow()
     return out
 
 

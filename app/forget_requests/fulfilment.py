@@ -68,6 +68,8 @@ class UnlearnPlan:
     fallback_retrain: bool
     thresholds: Thresholds
     started_at: str
+    # The steps from the uploaded original to ``base``, for the certificate.
+    chain: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,13 @@ def plan(session: Session, settings: Settings, job_id: str) -> UnlearnPlan:
     members = repository.job_requests(session, job_id)
     if not members:
         raise JobFailed("the job has no forget requests attached")
-    head = repository.lineage_head(session, job.lineage_id)
+    allow_uncertified = repository.names_uncertified(session, members)
+    head = repository.lineage_head(session, job.lineage_id, allow_uncertified=allow_uncertified)
     if head is None:
         raise JobFailed("the model lineage has no usable version to start from")
     job.model_id = head.id
-    done = repository.lineage_requests(session, job.lineage_id, RequestStatus.completed)
+    ancestry = repository.ancestry(session, head)
+    done = repository.requests_applied_in(session, ancestry)
     exclude = sorted({int(i) for r in done for i in (r.resolved_sample_ids or [])})
     gone = sorted({int(c) for r in done if r.kind == "class" for c in (r.class_ids or [])})
     ds = session.get(Dataset, head.dataset_id)
@@ -140,7 +144,30 @@ def plan(session: Session, settings: Settings, job_id: str) -> UnlearnPlan:
         fallback_retrain=bool((tenant.settings or {}).get("fallback_retrain", False)),
         thresholds=Thresholds.effective(settings, tenant.settings),
         started_at=(job.started_at or utcnow()).isoformat(),
+        chain=_chain(session, ancestry, done),
     )
+
+
+def _chain(
+    session: Session, ancestry: list[ModelVersion], applied: list[ForgetRequest]
+) -> list[dict[str, Any]]:
+    """Each step from the uploaded original to the job's base: what a certificate discloses."""
+    verdicts = certificates.verdicts_of(session, [v.id for v in ancestry])
+    by_result: dict[str, list[str]] = {}
+    for r in applied:
+        by_result.setdefault(str(r.result_model_id), []).append(r.id)
+    return [
+        {
+            "version": v.version,
+            "id": v.id,
+            "digest": {"sha256": v.weights_digest},
+            "request_ids": by_result.get(v.id, []),
+            # The original is certified by its upload check; each later step by its own gate.
+            "verdict": "uploaded" if v.parent_id is None else verdicts.get(v.id, "none"),
+            "status": v.status,
+        }
+        for v in ancestry
+    ]
 
 
 def record(
@@ -226,6 +253,17 @@ def record(
         metrics=result.metrics,
         thresholds=p.thresholds,
         verdict=result.verdict,
+        chain=[
+            *p.chain,
+            {
+                "version": version,
+                "id": new.id,
+                "digest": {"sha256": artifact.digest},
+                "request_ids": p.request_ids,
+                "verdict": result.verdict.label,
+                "status": status,
+            },
+        ],
         issued_at=now.isoformat(),
     )
     certificates.issue(
@@ -239,6 +277,8 @@ def record(
         verdict=result.verdict.label,
         predicate=predicate,
     )
+    # A version that failed the gate honours nothing: its requests stay open, to be retried.
+    honoured = RequestStatus.completed if passed else RequestStatus.uncertified
     for r in repository.job_requests(session, p.job_id):
         wanted = set(r.sample_ids or [])
         r.resolved_sample_ids = (
@@ -247,7 +287,7 @@ def record(
         request_states.transition(
             session,
             r,
-            RequestStatus.completed,
+            honoured,
             reason=f"version {version} ({status}); verdict {result.verdict.label}",
             actor=actor,
             result_model_id=new.id,

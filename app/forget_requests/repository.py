@@ -7,10 +7,13 @@ from sqlalchemy.orm import Session
 
 from app.core.pagination import Cursor, apply_keyset
 from app.models import ForgetRequest, Job, ModelVersion
-from app.models.forget_request import RequestStatus
+from app.models.forget_request import OPEN_STATUSES, RequestStatus
 from app.models.job import JobKind, JobState
 from app.models.model_version import ModelStatus
 
+# Versions a request may start from: certified ones (an upload that passed its check counts),
+# and uncertified ones only when the request asks for that explicitly.
+CERTIFIED = (ModelStatus.ready,)
 USABLE = (ModelStatus.ready, ModelStatus.uncertified)
 
 
@@ -31,14 +34,45 @@ def lineage_versions(session: Session, lineage_id: str) -> list[ModelVersion]:
     return list(session.scalars(stmt.order_by(ModelVersion.version)))
 
 
-def lineage_head(session: Session, lineage_id: str) -> ModelVersion | None:
+def lineage_head(
+    session: Session, lineage_id: str, *, allow_uncertified: bool = False
+) -> ModelVersion | None:
+    """The newest certified version of the lineage (or the newest usable one)."""
+    statuses = USABLE if allow_uncertified else CERTIFIED
     stmt = (
         select(ModelVersion)
-        .where(ModelVersion.lineage_id == lineage_id, ModelVersion.status.in_(USABLE))
+        .where(ModelVersion.lineage_id == lineage_id, ModelVersion.status.in_(statuses))
         .order_by(ModelVersion.version.desc())
         .limit(1)
     )
     return session.scalars(stmt).first()
+
+
+def ancestry(session: Session, version: ModelVersion) -> list[ModelVersion]:
+    """The chain from the uploaded original to ``version``, oldest first."""
+    chain = [version]
+    while chain[-1].parent_id is not None:
+        parent = session.get(ModelVersion, chain[-1].parent_id)
+        assert parent is not None  # versions are never deleted, only their bytes
+        chain.append(parent)
+    return chain[::-1]
+
+
+def names_uncertified(session: Session, requests: list[ForgetRequest]) -> bool:
+    """Whether any of these requests named an uncertified version, which a request may do only
+    with ``allow_uncertified_base``: such a job may start from an uncertified version."""
+    named = [r.model_id for r in requests]
+    stmt = select(ModelVersion.id).where(
+        ModelVersion.id.in_(named), ModelVersion.status == ModelStatus.uncertified
+    )
+    return session.scalars(stmt.limit(1)).first() is not None
+
+
+def requests_applied_in(session: Session, chain: list[ModelVersion]) -> list[ForgetRequest]:
+    """The requests whose results are versions of ``chain``: what that chain already forgot."""
+    ids = [v.id for v in chain]
+    stmt = select(ForgetRequest).where(ForgetRequest.result_model_id.in_(ids))
+    return list(session.scalars(stmt.order_by(ForgetRequest.created_at)))
 
 
 def lineage_requests(
@@ -83,7 +117,7 @@ def page(
     stmt = select(ForgetRequest).where(ForgetRequest.tenant_id == tenant_id)
     if overdue_at is not None:
         stmt = stmt.where(
-            ForgetRequest.due_at < overdue_at, ForgetRequest.status == RequestStatus.pending
+            ForgetRequest.due_at < overdue_at, ForgetRequest.status.in_(OPEN_STATUSES)
         )
     if status is not None:
         stmt = stmt.where(ForgetRequest.status == status)

@@ -46,6 +46,12 @@ class ForgetRequestIn(BaseModel):
     subject_ref: str | None = Field(
         default=None, max_length=200, description="Opaque reference to the data subject."
     )
+    allow_uncertified_base: bool = Field(
+        default=False,
+        description="Build on the named version although it failed the policy gate. Without"
+        " it a request starts from the lineage's newest certified version, and the new"
+        " version's certificate discloses every uncertified step of its chain.",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ForgetRequestIn:

@@ -18,16 +18,18 @@ from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.core.config import Settings
+from app.core.digests import sample_set_digest
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.storage import ArtifactStore
 from app.core.tasks import UNLEARN, TaskSender
 from app.datasets import repository as datasets
 from app.datasets.samples import sample_index
 from app.forget_requests import repository
+from app.forget_requests import states as request_states
 from app.forget_requests.schemas import ForgetRequestIn
 from app.jobs import service as jobs
 from app.model_registry import service as models
-from app.models import ForgetRequest, Job
+from app.models import ForgetRequest, Job, ModelVersion
 from app.models.base import utcnow
 from app.models.forget_request import RequestStatus
 from app.models.job import JobKind
@@ -73,8 +75,9 @@ def submit(
             + (f" ({named.status_reason})" if named.status_reason else "."),
             model_status=named.status,
         )
-    head = repository.lineage_head(session, named.lineage_id)
-    assert head is not None  # the named version itself is usable
+    allow_uncertified = _base_policy(named, body)
+    head = repository.lineage_head(session, named.lineage_id, allow_uncertified=allow_uncertified)
+    assert head is not None  # the lineage's uploaded original is certified
     try:
         config = parse_method_config(body.method, body.config)
     except MethodConfigError as exc:
@@ -83,8 +86,9 @@ def submit(
     dataset = datasets.get(session, tenant_id, named.dataset_id)
     if dataset is None:
         raise NotFound(f"The dataset of model {model_id} is gone.")
-    completed = repository.lineage_requests(session, named.lineage_id, RequestStatus.completed)
-    forgotten = {int(i) for r in completed for i in (r.resolved_sample_ids or [])}
+    chain = repository.ancestry(session, head)
+    applied = repository.requests_applied_in(session, chain)
+    forgotten = {int(i) for r in applied for i in (r.resolved_sample_ids or [])}
 
     class_ids: list[int] | None = None
     sample_ids: list[int] | None = None
@@ -161,25 +165,23 @@ def submit(
             raise Conflict("This Idempotency-Key was already used with a different body.") from None
         return existing
 
-    job = _join_queued_job(session, request, body.seed)
-    if job is None:
-        job = jobs.create(
-            session,
-            tasks,
-            tenant_id=tenant_id,
-            kind=JobKind.unlearn,
-            task_name=UNLEARN,
-            queue=settings.job_queue,
-            actor=actor,
-            model_id=head.id,
-            lineage_id=named.lineage_id,
-            method=body.method,
-            method_config=request.method_config,
-            reference_eval=body.reference_eval,
-            seed=body.seed,
+    # Requests whose versions failed the gate are retried from the certified base this one
+    # starts from; with an explicit uncertified base they are part of its chain instead.
+    retry = [] if allow_uncertified else _to_retry(session, named.lineage_id, chain)
+    same_shape = [r for r in retry if _shape(r) == _shape(request)]
+    for group in _groups([r for r in retry if _shape(r) != _shape(request)]):
+        # Sent first, so it runs before this request's job; a new seed gives it a new draw.
+        previous = session.get(Job, group[0].job_id) if group[0].job_id else None
+        retry_job = _new_job(
+            session, tasks, settings, group[0], head, actor, (previous.seed + 1) if previous else 0
         )
+        _carry(session, group, retry_job, actor, f"retried in job {retry_job.id}")
+    job = _join_queued_job(session, request, body.seed, allow_uncertified)
+    if job is None:
+        job = _new_job(session, tasks, settings, request, head, actor, body.seed)
     request.job_id = job.id
     session.flush()
+    _carry(session, same_shape, job, actor, f"retried with request {request.id} in job {job.id}")
     audit.record(
         session,
         tenant_id=tenant_id,
@@ -191,24 +193,107 @@ def submit(
             "model_id": named.id,
             "kind": kind,
             "class_ids": class_ids,
-            "sample_ids_digest": audit.digest(sample_ids) if sample_ids else None,
+            "sample_ids_digest": sample_set_digest(sample_ids) if sample_ids else None,
             "sample_count": len(sample_ids) if sample_ids else None,
             "method": body.method,
             "job_id": job.id,
             "coalesced": request.coalesced,
             "reason": body.reason,
             "subject_ref": body.subject_ref,
+            "allow_uncertified_base": allow_uncertified,
+            "retried_request_ids": [r.id for r in retry],
         },
     )
     return request
 
 
-def _join_queued_job(session: Session, request: ForgetRequest, seed: int) -> Job | None:
+def _base_policy(named: ModelVersion, body: ForgetRequestIn) -> bool:
+    """Whether the request may start from an uncertified version: only when it names one and
+    says so explicitly."""
+    if named.status == ModelStatus.uncertified and not body.allow_uncertified_base:
+        raise Conflict(
+            f"Model {named.id} is uncertified (it failed the policy gate: {named.status_reason})."
+            " Name a certified version of the lineage (the request then starts from the newest"
+            " one and retries the failed step's samples), or set allow_uncertified_base to"
+            " build on it; its certificate will then disclose the uncertified step.",
+            model_status=named.status,
+        )
+    if body.allow_uncertified_base and named.status != ModelStatus.uncertified:
+        raise _field(
+            "body.allow_uncertified_base",
+            f"model {named.id} is {named.status}, not uncertified: there is nothing to allow",
+        )
+    return body.allow_uncertified_base
+
+
+def _shape(r: ForgetRequest) -> tuple[object, ...]:
+    """Requests of one shape can share a job."""
+    return (r.kind, r.method, r.method_config, r.reference_eval)
+
+
+def _groups(requests: list[ForgetRequest]) -> list[list[ForgetRequest]]:
+    out: dict[str, list[ForgetRequest]] = {}
+    for r in requests:
+        # The shape holds a dict (the method config): its repr is the grouping key.
+        out.setdefault(repr(_shape(r)), []).append(r)
+    return list(out.values())
+
+
+def _to_retry(session: Session, lineage_id: str, chain: list[ModelVersion]) -> list[ForgetRequest]:
+    """Uncertified requests whose versions are not in the chain the new job starts from."""
+    in_chain = {v.id for v in chain}
+    return [
+        r
+        for r in repository.lineage_requests(session, lineage_id, RequestStatus.uncertified)
+        if r.result_model_id not in in_chain
+    ]
+
+
+def _carry(
+    session: Session, requests: list[ForgetRequest], job: Job, actor: str, reason: str
+) -> None:
+    for r in requests:
+        r.job_id = job.id
+        request_states.transition(session, r, RequestStatus.pending, reason=reason, actor=actor)
+
+
+def _new_job(
+    session: Session,
+    tasks: TaskSender,
+    settings: Settings,
+    request: ForgetRequest,
+    head: ModelVersion,
+    actor: str,
+    seed: int,
+) -> Job:
+    return jobs.create(
+        session,
+        tasks,
+        tenant_id=request.tenant_id,
+        kind=JobKind.unlearn,
+        task_name=UNLEARN,
+        queue=settings.job_queue,
+        actor=actor,
+        model_id=head.id,
+        lineage_id=request.lineage_id,
+        method=request.method,
+        method_config=request.method_config,
+        reference_eval=request.reference_eval,
+        seed=seed,
+    )
+
+
+def _join_queued_job(
+    session: Session, request: ForgetRequest, seed: int, allow_uncertified: bool
+) -> Job | None:
     """Attach the request to a queued, compatible job of its lineage (same shape, method,
-    config, reference flag and seed). The job row is locked, so no worker claims it half-way."""
+    config, reference flag, seed and base policy). The job row is locked, so no worker claims
+    it half-way."""
     for job in repository.queued_jobs_for_update(session, request.lineage_id):
         members = repository.job_requests(session, job.id)
         if not members or members[0].kind != request.kind:
+            continue
+        if repository.names_uncertified(session, members) != allow_uncertified:
             continue
         if (job.method, job.method_config, job.reference_eval, job.seed) != (
             request.method,

@@ -13,12 +13,19 @@ from app.audit import service as audit
 from app.core.errors import Conflict
 from app.models import ForgetRequest
 from app.models.base import utcnow
-from app.models.forget_request import RequestStatus
+from app.models.forget_request import OPEN_STATUSES, RequestStatus
 
 ALLOWED: dict[RequestStatus, frozenset[RequestStatus]] = {
     RequestStatus.pending: frozenset(
-        {RequestStatus.completed, RequestStatus.failed, RequestStatus.cancelled}
+        {
+            RequestStatus.completed,
+            RequestStatus.uncertified,
+            RequestStatus.failed,
+            RequestStatus.cancelled,
+        }
     ),
+    # Retried: carried into a later job of the lineage.
+    RequestStatus.uncertified: frozenset({RequestStatus.pending}),
     RequestStatus.completed: frozenset(),
     RequestStatus.failed: frozenset(),
     RequestStatus.cancelled: frozenset(),
@@ -38,7 +45,8 @@ def transition(
     if to not in ALLOWED[current]:
         raise Conflict(f"Forget request {request.id} cannot go from {current} to {to}.")
     request.status = to
-    request.completed_at = utcnow()
+    # Off the clock only once honoured or closed; a retried request is open again.
+    request.completed_at = None if to in OPEN_STATUSES else utcnow()
     if result_model_id is not None:
         request.result_model_id = result_model_id
     session.flush()

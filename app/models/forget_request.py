@@ -12,9 +12,16 @@ from app.models.base import Base, CreatedMixin, IdMixin
 
 class RequestStatus(StrEnum):
     pending = "pending"  # accepted, its job has not finished
-    completed = "completed"
+    completed = "completed"  # a certified version forgets it
+    # Its job made a version that failed the policy gate: not honoured yet, still on the clock,
+    # and carried into the lineage's next job (back to pending) to be retried.
+    uncertified = "uncertified"
     failed = "failed"
     cancelled = "cancelled"
+
+
+# Statuses of a request the service still owes an answer: they count against the deadline.
+OPEN_STATUSES = (RequestStatus.pending, RequestStatus.uncertified)
 
 
 class ForgetRequest(IdMixin, CreatedMixin, Base):

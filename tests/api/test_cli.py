@@ -3,39 +3,15 @@ the exit codes it relies on (0 done, 1 refused or failed, 2 usage, 3 service unr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from app import cli
+from tests.api.conftest import Lethe
 from tests.api.test_models import real_weights, run_validation_claimed
 from tests.factories import TenantKeys, dataset_arrays, model_spec, safetensors_bytes
 from worker.context import WorkerContext
-
-
-class Lethe:
-    """Runs `lethe ...` in-process and returns (exit code, stdout, stderr)."""
-
-    def __init__(self, url: str, capsys: pytest.CaptureFixture[str]) -> None:
-        self.url, self.capsys = url, capsys
-
-    def __call__(self, *argv: str, key: str | None = None) -> tuple[int, str, str]:
-        extra = ["--url", self.url] + (["--api-key", key] if key else [])
-        rc = cli.main([*argv, *extra])
-        out = self.capsys.readouterr()
-        return rc, out.out, out.err
-
-    def json(self, *argv: str, key: str) -> Any:
-        rc, out, err = self(*argv, key=key)
-        assert rc == 0, err
-        return json.loads(out)
-
-
-@pytest.fixture()
-def lethe(live: str, capsys: pytest.CaptureFixture[str]) -> Lethe:
-    return Lethe(live, capsys)
 
 
 def test_upload_list_and_show_datasets_models_and_jobs(

@@ -7,39 +7,18 @@ import base64
 import json
 from datetime import timedelta
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from app.models import ForgetRequest
 from app.models.base import utcnow
 from tests import digits
-from tests.api.test_models import run_validation_claimed
 from tests.factories import TenantKeys
 from worker.context import WorkerContext
 from worker.jobs import claim_in_order
 from worker.tasks.unlearn import run_job
 
 STRICT = {"policy": {"sample_fa_gap_max": 0.0, "sample_ra_drop_max": 0.0}}
-
-
-@pytest.fixture()
-def model_id(client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext) -> str:
-    ds = client.post(
-        "/v1/datasets",
-        files={"train": ("d", digits.dataset_bytes(), "application/octet-stream")},
-        data={"name": "digits"},
-        headers=acme.headers(),
-    ).json()
-    weights, _ = digits.trained()
-    mv = client.post(
-        "/v1/models",
-        files={"weights": ("w", weights, "application/octet-stream")},
-        data={"spec": digits.spec(ds["id"])},
-        headers=acme.headers(),
-    ).json()
-    run_validation_claimed(worker_ctx, mv["validation_job_id"])
-    return str(mv["id"])
 
 
 def forget_and_run(
@@ -58,12 +37,12 @@ SAMPLES = {"sample_ids": digits.sample_ids_of_class(0)[:20] + digits.sample_ids_
 
 
 def test_failing_the_gate_stores_an_uncertified_version(
-    client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext, model_id: str
+    client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext, digits_model_id: str
 ) -> None:
     assert client.put("/v1/tenant/settings", json=STRICT, headers=acme.headers()).status_code == 403
     res = client.put("/v1/tenant/settings", json=STRICT, headers=acme.headers("admin"))
     assert res.status_code == 200, res.text
-    job = forget_and_run(client, acme, worker_ctx, model_id, SAMPLES)
+    job = forget_and_run(client, acme, worker_ctx, digits_model_id, SAMPLES)
     assert job["state"] == "succeeded", job["error"]
     assert job["outcome"]["verdict"] == "fail" and job["outcome"]["reasons"]
     new_id = job["result_model_id"]
@@ -83,13 +62,13 @@ def test_failing_the_gate_stores_an_uncertified_version(
 
 
 def test_fallback_retrain_certifies_the_exact_answer(
-    client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext, model_id: str
+    client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext, digits_model_id: str
 ) -> None:
     settings = {**STRICT, "fallback_retrain": True}
     assert client.put("/v1/tenant/settings", json=settings, headers=acme.headers("admin")).json()[
         "fallback_retrain"
     ]
-    job = forget_and_run(client, acme, worker_ctx, model_id, SAMPLES)
+    job = forget_and_run(client, acme, worker_ctx, digits_model_id, SAMPLES)
     assert job["state"] == "succeeded", job["error"]
     assert job["outcome"]["fallback"] is True and job["outcome"]["method"] == "retrain"
     new = client.get(f"/v1/models/{job['result_model_id']}", headers=acme.headers()).json()
@@ -104,10 +83,10 @@ def test_events_stream_and_overdue_requests(
     client: TestClient,
     acme: TenantKeys,
     worker_ctx: WorkerContext,
-    model_id: str,
+    digits_model_id: str,
     db: Session,
 ) -> None:
-    job = forget_and_run(client, acme, worker_ctx, model_id, {"class_ids": [2]})
+    job = forget_and_run(client, acme, worker_ctx, digits_model_id, {"class_ids": [2]})
     with client.stream("GET", f"/v1/jobs/{job['id']}/events", headers=acme.headers()) as res:
         assert res.status_code == 200
         assert res.headers["content-type"].startswith("text/event-stream")
@@ -118,7 +97,9 @@ def test_events_stream_and_overdue_requests(
     assert events[-1].startswith("event: end")
 
     res = client.post(
-        f"/v1/models/{model_id}/forget-requests", json={"class_ids": [5]}, headers=acme.headers()
+        f"/v1/models/{digits_model_id}/forget-requests",
+        json={"class_ids": [5]},
+        headers=acme.headers(),
     )
     late = db.get(ForgetRequest, res.json()["id"])
     assert late is not None
@@ -135,15 +116,15 @@ def test_events_stream_and_overdue_requests(
 
 
 def test_coalesced_requests_share_one_job(
-    client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext, model_id: str
+    client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext, digits_model_id: str
 ) -> None:
     a = client.post(
-        f"/v1/models/{model_id}/forget-requests",
+        f"/v1/models/{digits_model_id}/forget-requests",
         json={"sample_ids": digits.sample_ids_of_class(1)[:5]},
         headers=acme.headers(),
     ).json()
     b = client.post(
-        f"/v1/models/{model_id}/forget-requests",
+        f"/v1/models/{digits_model_id}/forget-requests",
         json={"sample_ids": digits.sample_ids_of_class(1)[5:10]},
         headers=acme.headers(),
     ).json()
