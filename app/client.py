@@ -207,6 +207,18 @@ class LetheClient:
     def verify_audit_log(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/audit-events/verify"))
 
+    def verify_audit_log_through(self, size: int) -> dict[str, Any]:
+        """Recompute the chain up to ``seq == size``; ``head_hash`` is the hash there (compare it
+        with a signed checkpoint's)."""
+        return dict(self.request("GET", "/v1/audit-events/verify", params={"through": size}))
+
+    def audit_checkpoints(self) -> Iterator[dict[str, Any]]:
+        """The tenant's signed audit checkpoints, newest first."""
+        yield from self._paginate("/v1/audit-checkpoints", {})
+
+    def latest_audit_checkpoint(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/audit-checkpoints/latest"))
+
     def audit_events(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """The tenant's audit history, oldest first; filters: action, subject_id, actor, since."""
         yield from self._paginate("/v1/audit-events", filters)

@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import __version__
 from app.audit.endpoints import router as audit_router
 from app.certificates.endpoints import router as certificates_router
+from app.core.body_limit import BodyLimitMiddleware
 from app.core.config import Mode, Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
 from app.core.errors import install_handlers
 from app.core.observability import Metrics, RequestContextMiddleware
+from app.core.openapi import document_body_limit
 from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.datasets.endpoints import router as datasets_router
@@ -128,6 +130,9 @@ def create_app(
     install_handlers(app)
     # A getter, not the sessionmaker itself: tests swap the sessionmaker after the app is built.
     app.state.metrics = Metrics(lambda: app.state.sessionmaker)
+    # Added first, so it runs inside the request context (its 413 is logged and counted) but
+    # before routing: an over-limit body is refused before authentication or parsing reads it.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes)
     app.add_middleware(RequestContextMiddleware)
 
     @app.get("/metrics", include_in_schema=False)
@@ -157,6 +162,7 @@ def create_app(
             routes=app.routes,
         )
         schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+        document_body_limit(schema, settings.max_json_body_bytes)
         app.openapi_schema = schema
         return schema
 

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from app.audit import checkpoints
 from app.core.db import session_scope
 from app.jobs import repository as jobs_repo
 from app.jobs import service as jobs
@@ -101,11 +103,19 @@ class SweeperThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
+        next_checkpoint = 0.0
         while not self._stop_event.wait(self.ctx.settings.sweep_interval_seconds):
             try:
                 sweep_once(self.ctx)
             except Exception:
                 log.exception("sweep failed; will retry")
+            # Sign the head of every tenant's audit chain that grew (app.audit.checkpoints).
+            if time.monotonic() >= next_checkpoint:
+                next_checkpoint = time.monotonic() + checkpoints.INTERVAL_SECONDS
+                try:
+                    checkpoints.issue_due_checkpoints(self.ctx.sessionmaker, self.ctx.settings)
+                except Exception:
+                    log.exception("audit checkpoints failed; will retry")
 
     def stop(self) -> None:
         self._stop_event.set()

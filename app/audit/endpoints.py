@@ -7,29 +7,37 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
-from app.audit import service
-from app.audit.schemas import AuditEventOut, AuditPage, ChainOut
+from app.audit import checkpoints, service
+from app.audit.schemas import (
+    AuditEventOut,
+    AuditPage,
+    ChainOut,
+    CheckpointOut,
+    CheckpointPage,
+)
 from app.core.deps import SessionDep
 from app.core.errors import InvalidInput, NotFound
+from app.core.openapi import PROBLEM_RESPONSES
 from app.models import AuditEvent
 from app.tenants.dependencies import Auditor
 
-router = APIRouter(prefix="/v1/audit-events", tags=["audit"])
+# Paths spelled out: the events and their checkpoints share this router.
+router = APIRouter(tags=["audit"], responses=PROBLEM_RESPONSES)
 
 
-def _cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"seq:{seq}".encode()).decode().rstrip("=")
+def _cursor(n: int, kind: str = "seq") -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{n}".encode()).decode().rstrip("=")
 
 
-def _decode(token: str) -> int:
+def _decode(token: str, kind: str = "seq") -> int:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
-        if not raw.startswith("seq:"):
+        if not raw.startswith(f"{kind}:"):
             raise ValueError(raw)
-        seq = int(raw[4:])
-        if not 0 <= seq < 2**62:
+        n = int(raw[len(kind) + 1 :])
+        if not 0 <= n < 2**62:
             raise ValueError(raw)
-        return seq
+        return n
     except ValueError:
         raise InvalidInput(
             "The cursor is not valid.",
@@ -37,7 +45,7 @@ def _decode(token: str) -> int:
         ) from None
 
 
-@router.get("", summary="The tenant's audit history, oldest first (auditor, admin)")
+@router.get("/v1/audit-events", summary="The tenant's audit history, oldest first (auditor, admin)")
 def list_events(
     principal: Auditor,
     session: SessionDep,
@@ -64,13 +72,27 @@ def list_events(
     return AuditPage(items=[AuditEventOut.model_validate(r) for r in rows[:limit]], next_cursor=nxt)
 
 
-@router.get("/verify", summary="Recompute the hash chain and name the first broken link")
-def verify_chain(principal: Auditor, session: SessionDep) -> ChainOut:
-    report = service.verify(session, principal.tenant_id)
+@router.get(
+    "/v1/audit-events/verify", summary="Recompute the hash chain and name the first broken link"
+)
+def verify_chain(
+    principal: Auditor,
+    session: SessionDep,
+    through: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=2**62,
+            description="Stop at this seq and return its recomputed hash as head_hash (a"
+            " checkpoint's size); a shorter chain is reported broken.",
+        ),
+    ] = None,
+) -> ChainOut:
+    report = service.verify(session, principal.tenant_id, through=through)
     return ChainOut(**report.__dict__)
 
 
-@router.get("/{event_id}", summary="One audit event (auditor, admin)")
+@router.get("/v1/audit-events/{event_id}", summary="One audit event (auditor, admin)")
 def get_event(
     event_id: Annotated[int, Path(ge=1, le=2**63 - 1)], principal: Auditor, session: SessionDep
 ) -> AuditEventOut:
@@ -78,3 +100,34 @@ def get_event(
     if ev is None or ev.tenant_id != principal.tenant_id:
         raise NotFound(f"No audit event {event_id}.")
     return AuditEventOut.model_validate(ev)
+
+
+@router.get(
+    "/v1/audit-checkpoints",
+    summary="Signed checkpoints of the tenant's audit chain, newest first (auditor, admin)",
+)
+def list_checkpoints(
+    principal: Auditor,
+    session: SessionDep,
+    cursor: Annotated[str | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> CheckpointPage:
+    before = _decode(cursor, "id") if cursor else None
+    rows = checkpoints.page(session, principal.tenant_id, before_id=before, limit=limit)
+    nxt = _cursor(rows[limit - 1].id, "id") if len(rows) > limit else None
+    items = [CheckpointOut(**checkpoints.to_json(cp)) for cp in rows[:limit]]
+    return CheckpointPage(items=items, next_cursor=nxt)
+
+
+@router.get(
+    "/v1/audit-checkpoints/latest",
+    summary="The newest signed checkpoint of the tenant's audit chain (auditor, admin)",
+)
+def latest_checkpoint(principal: Auditor, session: SessionDep) -> CheckpointOut:
+    cp = checkpoints.latest(session, principal.tenant_id)
+    if cp is None:
+        raise NotFound(
+            "No checkpoint yet: one is issued with each certificate, and by the workers every"
+            f" {checkpoints.INTERVAL_SECONDS:.0f} s when the chain has grown."
+        )
+    return CheckpointOut(**checkpoints.to_json(cp))

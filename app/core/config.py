@@ -61,6 +61,17 @@ class Settings(BaseSettings):
         description="Signs pagination cursors. Must be changed outside development.",
     )
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0, description="Per-file upload cap.")
+    # Bodies the API reads whole into memory (JSON, anything not a multipart upload) are cut off
+    # at this size, before authentication. The default carries max_forget_samples (100,000)
+    # sample IDs even at int64's widest, 20 digits and sign plus ", " each (2.2 MB), with room
+    # for the rest of the request; typical 7-digit IDs (9 bytes each) would fit ~930,000. At
+    # 22 bytes per ID it holds ~380,000: raising max_forget_samples past that needs this too.
+    max_json_body_bytes: int = Field(
+        default=8 * 1024**2,
+        ge=1024,
+        le=1024**3,
+        description="Largest non-multipart request body (413 above it).",
+    )
     upload_buffer_bytes: int = Field(
         default=1024**2, gt=0, le=64 * 1024**2, description="Write buffer for streamed uploads."
     )

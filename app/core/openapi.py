@@ -50,3 +50,20 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         422: "Invalid input (the problem lists the fields)",
     }.items()
 }
+
+
+def document_body_limit(schema: dict[str, Any], limit_bytes: int) -> None:
+    """Add the ``413`` of :class:`app.core.body_limit.BodyLimitMiddleware` to every operation
+    whose request body is not a multipart upload."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            if content and "multipart/form-data" not in content:
+                operation.setdefault("responses", {})["413"] = {
+                    "description": f"The request body exceeds {limit_bytes} bytes",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"},
+                        }
+                    },
+                }

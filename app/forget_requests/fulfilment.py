@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.artifacts import service as artifacts
+from app.audit import checkpoints
 from app.audit import service as audit
 from app.certificates import predicate as certificate_predicate
 from app.certificates import service as certificates
@@ -266,17 +267,6 @@ def record(
         ],
         issued_at=now.isoformat(),
     )
-    certificates.issue(
-        session,
-        signer,
-        tenant_id=p.tenant_id,
-        model_id=new.id,
-        model_name=f"{p.base_name}-v{version}.safetensors",
-        model_digest=artifact.digest,
-        job_id=p.job_id,
-        verdict=result.verdict.label,
-        predicate=predicate,
-    )
     # A version that failed the gate honours nothing: its requests stay open, to be retried.
     honoured = RequestStatus.completed if passed else RequestStatus.uncertified
     for r in repository.job_requests(session, p.job_id):
@@ -322,6 +312,20 @@ def record(
         JobState.succeeded,
         f"version {version} ({status}); verdict {result.verdict.label}",
         actor=actor,
+    )
+    # Last, after every audit event of this transaction: the certificate embeds a signed
+    # checkpoint of the audit chain's head, so the history it refers to is pinned with it.
+    predicate["audit_checkpoint"] = checkpoints.issue(session, signer, p.tenant_id)
+    certificates.issue(
+        session,
+        signer,
+        tenant_id=p.tenant_id,
+        model_id=new.id,
+        model_name=f"{p.base_name}-v{version}.safetensors",
+        model_digest=artifact.digest,
+        job_id=p.job_id,
+        verdict=result.verdict.label,
+        predicate=predicate,
     )
     if tasks is not None:
         jobs.send_next_in_lineage(session, tasks, p.lineage_id)

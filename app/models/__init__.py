@@ -2,6 +2,7 @@
 
 from app.models.api_key import ApiKey
 from app.models.artifact import Artifact
+from app.models.audit_checkpoint import AuditCheckpoint
 from app.models.audit_event import AuditEvent
 from app.models.base import Base
 from app.models.certificate import Certificate, SigningKey
@@ -15,6 +16,7 @@ from app.models.tenant import Tenant
 __all__ = [
     "ApiKey",
     "Artifact",
+    "AuditCheckpoint",
     "AuditEvent",
     "Base",
     "Certificate",

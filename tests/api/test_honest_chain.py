@@ -96,6 +96,15 @@ def test_a_failed_gate_keeps_requests_open_and_the_next_request_retries_them(
     assert pred["forgotten"]["this_job"]["count"] == 55
     assert pred["forgotten"]["cumulative"]["count"] == 55
     assert verify(tmp_path, client, acme, new_id) == 0
+    # The certificate pins the audit history it refers to with a signed checkpoint of its head.
+    cp = pred["audit_checkpoint"]
+    events = client.get("/v1/audit-events", params={"limit": 500}, headers=acme.headers("auditor"))
+    at_head = [e for e in events.json()["items"] if e["seq"] == cp["size"]]
+    assert at_head[0]["action"] == "job.succeeded" and at_head[0]["subject_id"] == job["id"]
+    rc, out, err = lethe(
+        "audit", "verify", "--checkpoint", str(tmp_path / "cert.json"), key=acme.admin
+    )
+    assert rc == 0, out + err
 
 
 def test_building_on_an_uncertified_version_is_explicit_and_disclosed(
