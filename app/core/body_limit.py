@@ -42,6 +42,14 @@ def _media_type(value: str) -> str:
     return value.partition(";")[0].strip().lower()
 
 
+def _content_length(scope: Scope) -> int | None:
+    # The server has already refused a malformed one; this only keeps a surprise from crashing.
+    try:
+        return int(Headers(scope=scope)["content-length"])
+    except (KeyError, ValueError):
+        return None
+
+
 def multipart_operations(openapi: dict[str, Any]) -> list[tuple[str, re.Pattern[str]]]:
     """(method, path pattern) of every operation whose documented request body is multipart."""
     found: list[tuple[str, re.Pattern[str]]] = []
@@ -67,9 +75,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or self._is_streamed_upload(scope):
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        # The server has already refused a Content-Length that is not a number.
-        if declared is not None and declared.strip().isdigit() and int(declared) > self.max_bytes:
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_bytes:
             await self._refuse(scope, send)
             return
 
