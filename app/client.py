@@ -198,6 +198,18 @@ class LetheClient:
     def certificate(self, model_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/v1/models/{model_id}/certificate"))
 
+    def exposure(self, dataset_id: str, sample_id: int) -> dict[str, Any]:
+        """Which versions and stored artifacts still hold a training sample."""
+        path = f"/v1/datasets/{dataset_id}/samples/{sample_id}/exposure"
+        return dict(self.request("GET", path))
+
+    def erasure_receipts(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return list(self.request("GET", "/v1/erasure-receipts", params=params)["items"])
+
+    def erasure_receipt(self, receipt_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/erasure-receipts/{receipt_id}"))
+
     def signing_keys(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/signing-keys"))
 

@@ -63,6 +63,58 @@ def _spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
 
+def _show_erasure(
+    client: LetheClient,
+    data_dir: Path,
+    job: dict[str, Any],
+    original_id: str,
+    dataset_id: str,
+    person: list[int],
+) -> int:
+    """Step 9: the superseded versions and the person's samples are gone, and the receipt that
+    says so verifies offline."""
+    from app.client import LetheAPIError
+
+    purge_id = (job.get("outcome") or {}).get("purge_job_id")
+    if purge_id is None:
+        print("9. the newest version is not certified, so nothing was erased")
+        return 0
+    purge = client.wait_for_job(purge_id, timeout=300)
+    if purge["state"] != "succeeded":
+        print(f"   the purge {purge['state']}: {purge['error']}", file=sys.stderr)
+        return 1
+    try:
+        client.download_weights(original_id, data_dir / "original.safetensors")
+        print("   the original version still downloads: erasure did not happen", file=sys.stderr)
+        return 1
+    except LetheAPIError as exc:
+        print(f"9. erasure: the original version answers {exc.status} ({exc.problem['title']})")
+    held = [client.exposure(dataset_id, s) for s in person]
+    stored = sum(len(e["stored_artifacts_holding"]) for e in held)
+    in_manifest = sum(e["in_manifest"] for e in held)
+    print(
+        f"   the person's {len(person)} samples: {in_manifest} still in the dataset's manifest,"
+        f" {stored} stored artifacts hold any of them"
+    )
+    receipt_id = purge["outcome"]["receipt_id"]
+    path = data_dir / "erasure-receipt.json"
+    path.write_text(json.dumps(client.erasure_receipt(receipt_id)))
+    print(f"   the signed erasure receipt ({path.name}); `lethe verify` checks it:")
+    sys.stdout.flush()
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "verify",
+            str(path),
+            "--key",
+            str(data_dir / "signing-keys.json"),
+        ],
+        check=False,
+    ).returncode
+
+
 def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
     import numpy as np
     import torch
@@ -254,6 +306,7 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
                 ],
                 check=False,
             ).returncode
+            rc = rc or _show_erasure(client, data_dir, jobs[-1][1], original_id, ds["id"], person)
 
             print("\n| request | model | FA | RA | TA | MIA (entropy) |")
             print("|---|---|---|---|---|---|")
@@ -270,9 +323,15 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             for v in client.lineage(original_id)["versions"]:
                 numbers[v["id"]] = v["version"]
                 parent = numbers.get(v["parent_id"], "-") if v["parent_id"] else "-"
+                stored = v["weights_digest"]
+                digest = (
+                    f"{stored[:12]}..."
+                    if stored
+                    else f"{(v['destroyed_digest'] or '-')[:12]}... gone"
+                )
                 print(
                     f"| {v['version']} | {parent} | {v['status']} | {v['forgotten_count']} |"
-                    f" {(v['weights_digest'] or '')[:12]}... |"
+                    f" {digest} |"
                 )
         print(
             f"\nDone in {time.monotonic() - started:.0f} s. State is in {data_dir}/"

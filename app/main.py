@@ -26,6 +26,7 @@ from app.core.openapi import document_body_limit
 from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.datasets.endpoints import router as datasets_router
+from app.erasure.endpoints import router as erasure_router
 from app.forget_requests.endpoints import router as forget_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
@@ -147,6 +148,7 @@ def create_app(
         jobs_router,
         forget_router,
         certificates_router,
+        erasure_router,
         audit_router,
     ):
         app.include_router(router)

@@ -17,7 +17,9 @@ from app.core.config import get_settings
 from app.core.tasks import make_celery
 
 celery_app = make_celery(get_settings())
-celery_app.conf.update(include=["worker.tasks.validate_model", "worker.tasks.unlearn"])
+celery_app.conf.update(
+    include=["worker.tasks.validate_model", "worker.tasks.unlearn", "worker.tasks.purge"]
+)
 
 _sweeper: Any = None
 

@@ -185,6 +185,7 @@ def commit(
                 raise Cancelled("stopped on request")
             new = fulfilment.record(
                 s,
+                ctx.settings,
                 ctx.store,
                 certificates.signer_for(ctx.settings),
                 job,

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from app.audit import checkpoints
 from app.core.db import session_scope
+from app.erasure import service as erasure
 from app.jobs import repository as jobs_repo
 from app.jobs import service as jobs
 from app.models import Job
@@ -81,6 +82,12 @@ def sweep_once(ctx: WorkerContext, now: datetime | None = None) -> dict[str, int
             job.task_sent_at = now
             to_send.append((jobs.TASK_OF[JobKind(job.kind)], job.id, job.queue))
             counts["resent"] += 1
+
+    # Retired versions whose retention window ended: their purge jobs (sent after the commit).
+    with session_scope(ctx.sessionmaker) as s:
+        counts["purges"] = erasure.queue_due_purges(
+            s, ctx.tasks, actor=actor, queue=settings.job_queue, now=now
+        )
 
     # Sent only after the commit: a crash in between just means the next sweep sends them.
     for name, job_id, queue in to_send:

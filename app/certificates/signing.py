@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://lethe.dev/attestations/unlearning/v1"
+# An erasure receipt: what a purge destroyed, by digest, and when (a second kind of statement).
+RECEIPT_PREDICATE_TYPE = "https://lethe.dev/attestations/erasure/v1"
 GUARANTEE = (
     "empirical: the new model was measured to behave like a model never trained on the forgotten"
     " samples on the listed metrics and thresholds; this is evidence, not a mathematical proof"
@@ -125,6 +127,24 @@ def build_statement(
     }
 
 
+def sign_erasure_receipt(
+    signer: Signer, destroyed: list[dict[str, Any]], predicate: dict[str, Any]
+) -> dict[str, Any]:
+    """A DSSE envelope whose subjects are the destroyed artifacts, by digest."""
+    subjects = [
+        {"name": f"{d['kind']}/{d.get('model_id') or d.get('dataset_id')}", "digest": d["digest"]}
+        for d in destroyed
+    ]
+    return signer.sign(
+        {
+            "_type": STATEMENT_TYPE,
+            "subject": subjects,
+            "predicateType": RECEIPT_PREDICATE_TYPE,
+            "predicate": predicate,
+        }
+    )
+
+
 @dataclass(frozen=True)
 class Verification:
     ok: bool
@@ -169,6 +189,9 @@ def verify_envelope(
         problems.append("the payload is not an in-toto Statement v1")
     predicate = statement.get("predicate") or {}
     subjects = statement.get("subject") or []
+    if statement.get("predicateType") == RECEIPT_PREDICATE_TYPE:
+        problems += receipt_problems(predicate, subjects)
+        return Verification(not problems, problems, statement, good_key)
     digest = subjects[0].get("digest", {}).get("sha256") if subjects else None
     if model_bytes_digest is not None and digest != model_bytes_digest:
         problems.append(
@@ -183,6 +206,18 @@ def verify_envelope(
         )
     problems += chain_problems(predicate, digest, accept_uncertified_ancestors)
     return Verification(not problems, problems, statement, good_key)
+
+
+def receipt_problems(predicate: dict[str, Any], subjects: list[Any]) -> list[str]:
+    """A receipt's subjects must be exactly what its predicate says was destroyed."""
+    destroyed = predicate.get("destroyed")
+    if not isinstance(destroyed, list) or not destroyed:
+        return ["the receipt lists nothing destroyed"]
+    said = sorted(str((d.get("digest") or {}).get("sha256")) for d in destroyed)
+    signed = sorted(str((s.get("digest") or {}).get("sha256")) for s in subjects)
+    if said != signed:
+        return ["the receipt's subjects are not the artifacts it says were destroyed"]
+    return []
 
 
 def chain_problems(

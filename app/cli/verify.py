@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from app.cli.common import EXIT_FAILED, EXIT_OK
 
@@ -18,7 +18,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import hashlib
     import json
 
-    from app.certificates.signing import load_public_key, verify_envelope
+    from app.certificates.signing import (
+        RECEIPT_PREDICATE_TYPE,
+        load_public_key,
+        verify_envelope,
+    )
 
     try:
         envelope = json.loads(Path(args.certificate).read_text())
@@ -60,8 +64,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"  - {problem}", file=sys.stderr)
         return EXIT_FAILED
     pred = (result.statement or {}).get("predicate", {})
-    forgotten = pred.get("forgotten", {})
     print(f"OK: signed by key {result.key_id}")
+    if (result.statement or {}).get("predicateType") == RECEIPT_PREDICATE_TYPE:
+        return _print_receipt(pred)
+    forgotten = pred.get("forgotten", {})
     if digest:
         print(f"    model file sha256 {digest} is the certified subject")
     print(
@@ -77,6 +83,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"  requests {', '.join(step.get('request_ids') or []) or '-'}"
         )
     print(f"    guarantee: {pred.get('guarantee')} ({pred.get('guarantee_meaning', '')[:80]}...)")
+    return EXIT_OK
+
+
+def _print_receipt(pred: dict[str, Any]) -> int:
+    erased = pred.get("erased_samples") or {}
+    job = (pred.get("job") or {}).get("id")
+    print(f"    erasure receipt of job {job}, issued {pred.get('issued_at')}")
+    for d in pred.get("destroyed") or []:
+        what = f"version {d.get('version')}" if d.get("version") else d.get("dataset_id")
+        digest = (d.get("digest") or {}).get("sha256")
+        print(f"    destroyed {d.get('kind')} {what}: sha256 {digest}")
+    print(f"    samples erased from the manifest: {erased.get('count', 0)}")
+    held = pred.get("samples_held_by_lineages") or []
+    if held:
+        print(f"    still held by lineages (not yet forgotten there): {', '.join(held)}")
     return EXIT_OK
 
 

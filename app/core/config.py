@@ -101,6 +101,13 @@ class Settings(BaseSettings):
         default=30, gt=0, description="A forget request is due this many days after receipt."
     )
     max_forget_samples: int = Field(default=100_000, gt=0, description="Largest sample list.")
+    retention_days: float = Field(
+        default=0,
+        ge=0,
+        le=30,
+        description="Days a superseded version's bytes are kept after a certified version forgot"
+        " its samples (0: destroyed at certification). Tenants may set their own.",
+    )
     heartbeat_timeout_seconds: int = Field(
         default=120, gt=0, description="A running job silent this long is presumed dead."
     )

@@ -67,6 +67,12 @@ class Conflict(LetheError):
     status, slug, title = 409, "conflict", "Conflicts with the current state"
 
 
+class Gone(LetheError):
+    """The resource existed and was destroyed or withdrawn on purpose (erasure)."""
+
+    status, slug, title = 410, "gone", "Deliberately removed"
+
+
 class InvalidInput(LetheError):
     status, slug, title = 422, "invalid-input", "The request is not valid"
 

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 VALIDATE_MODEL = "lethe.validate_model"
 UNLEARN = "lethe.unlearn"
+PURGE = "lethe.purge"
 QUEUES = ("cpu", "gpu")
 
 

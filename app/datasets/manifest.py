@@ -162,3 +162,22 @@ def read_sample_ids(st: SafetensorsFile) -> NDArray[Any]:
     if "sample_ids" in st.tensors:
         return st.read("sample_ids")
     return np.arange(st.tensors["labels"].shape[0], dtype=np.int64)
+
+
+def without_samples(path: Path, erase: NDArray[np.int64]) -> bytes:
+    """The manifest at ``path`` rewritten without the training samples ``erase`` (safetensors
+    bytes). The test split is kept as it is; sample IDs are written out explicitly, since the
+    default 0..N-1 would renumber the samples that remain."""
+    from safetensors.numpy import load_file, save
+
+    tensors = load_file(str(path))
+    n = len(tensors["labels"])
+    ids = tensors.get("sample_ids", np.arange(n, dtype=np.int64)).astype(np.int64)
+    keep = ~np.isin(ids, erase)
+    out = {name: value for name, value in tensors.items() if name.startswith("test_")}
+    out |= {
+        "images": np.ascontiguousarray(tensors["images"][keep]),
+        "labels": np.ascontiguousarray(tensors["labels"][keep]),
+        "sample_ids": np.ascontiguousarray(ids[keep]),
+    }
+    return bytes(save(out))

@@ -24,6 +24,7 @@ from app.core.config import Settings
 from app.core.digests import sample_set_digest
 from app.core.storage import ArtifactStore, StagedBlob
 from app.core.tasks import TaskSender
+from app.erasure import service as erasure
 from app.forget_requests import repository
 from app.forget_requests import states as request_states
 from app.jobs import service as jobs
@@ -139,7 +140,9 @@ def plan(session: Session, settings: Settings, job_id: str) -> UnlearnPlan:
         requests=[_request_facts(r) for r in members],
         kind=members[0].kind,
         class_ids=sorted({int(c) for r in members for c in (r.class_ids or [])}) or None,
-        sample_ids=sorted({int(i) for r in members for i in (r.sample_ids or [])}) or None,
+        # Samples the base already forgot are not forgotten again (they may be erased).
+        sample_ids=sorted({int(i) for r in members for i in (r.sample_ids or [])} - set(exclude))
+        or None,
         exclude_ids=exclude,
         gone_classes=gone,
         fallback_retrain=bool((tenant.settings or {}).get("fallback_retrain", False)),
@@ -161,7 +164,7 @@ def _chain(
         {
             "version": v.version,
             "id": v.id,
-            "digest": {"sha256": v.weights_digest},
+            "digest": {"sha256": v.weights_digest or v.destroyed_digest},
             "request_ids": by_result.get(v.id, []),
             # The original is certified by its upload check; each later step by its own gate.
             "verdict": "uploaded" if v.parent_id is None else verdicts.get(v.id, "none"),
@@ -173,6 +176,7 @@ def _chain(
 
 def record(
     session: Session,
+    settings: Settings,
     store: ArtifactStore,
     signer: Signer,
     job: Job,
@@ -292,6 +296,13 @@ def record(
         "metrics": result.metrics,
     }
     job.progress = {**(job.progress or {}), "phase": "done", "step": 1, "total": 1}
+    if passed:
+        # Everything else in the lineage holds what this version forgot: retire it, and purge
+        # it now or after the tenant's retention window.
+        purge_job_id = erasure.retire_superseded(
+            session, settings, tasks, new, actor=actor, queue=settings.job_queue
+        )
+        job.outcome = {**job.outcome, "purge_job_id": purge_job_id}
     audit.record(
         session,
         tenant_id=p.tenant_id,

@@ -15,10 +15,12 @@ from app.forget_requests.schemas import (
     ExposureVersion,
     Lineage,
     LineageVersion,
+    StoredArtifact,
 )
 from app.model_registry import service as models
 from app.models import ForgetRequest, ModelVersion
 from app.models.forget_request import RequestStatus
+from app.models.model_version import ModelStatus
 
 
 def lineage(session: Session, tenant_id: str, model_id: str) -> Lineage:
@@ -41,6 +43,7 @@ def lineage(session: Session, tenant_id: str, model_id: str) -> Lineage:
                 status=v.status,
                 status_reason=v.status_reason,
                 weights_digest=v.weights_digest,
+                destroyed_digest=v.destroyed_digest,
                 forgotten_count=v.forgotten_count,
                 produced_by_job_id=v.produced_by_job_id,
                 request_ids=by_result.get(v.id, []),
@@ -57,7 +60,8 @@ def exposure(
 ) -> Exposure:
     ds = datasets.load(session, tenant_id, dataset_id)
     label = sample_index(store, ds).label_of(sample_id)
-    if label is None:
+    erasure = repository.erasure_of(session, ds.id, sample_id)
+    if label is None and erasure is None:
         raise NotFound(f"Dataset {dataset_id} has no sample {sample_id}.")
     versions = list(
         session.scalars(
@@ -96,6 +100,27 @@ def exposure(
                 exposed=remover is None,
                 forgotten=remover is not None,
                 forgotten_by_request_id=remover,
+                bytes_stored=v.weights_digest is not None,
             )
         )
-    return Exposure(dataset_id=ds.id, sample_id=sample_id, label=label, versions=out)
+    heads = {v.lineage_id: v for v in out if v.status == ModelStatus.ready}
+    holding: list[StoredArtifact] = [
+        StoredArtifact(kind="model_weights", id=v.model_id, version=v.version)
+        for v in out
+        if v.exposed and v.bytes_stored
+    ]
+    if label is not None:
+        holding.append(
+            StoredArtifact(kind="dataset_manifest", id=ds.id, version=ds.manifest_version)
+        )
+    return Exposure(
+        dataset_id=ds.id,
+        sample_id=sample_id,
+        label=label,
+        versions=out,
+        in_manifest=label is not None,
+        erased_at=erasure.at if erasure else None,
+        erased_by_job_id=erasure.job_id if erasure else None,
+        lineages_holding=sorted(k for k, h in heads.items() if h.exposed),
+        stored_artifacts_holding=holding,
+    )

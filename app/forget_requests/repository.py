@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.pagination import Cursor, apply_keyset
-from app.models import ForgetRequest, Job, ModelVersion
+from app.models import DatasetErasure, ForgetRequest, Job, ModelVersion
 from app.models.forget_request import OPEN_STATUSES, RequestStatus
 from app.models.job import JobKind, JobState
 from app.models.model_version import ModelStatus
@@ -56,6 +56,12 @@ def ancestry(session: Session, version: ModelVersion) -> list[ModelVersion]:
         assert parent is not None  # versions are never deleted, only their bytes
         chain.append(parent)
     return chain[::-1]
+
+
+def erasure_of(session: Session, dataset_id: str, sample_id: int) -> DatasetErasure | None:
+    """The manifest rewrite that erased ``sample_id``, if one did."""
+    rows = session.scalars(select(DatasetErasure).where(DatasetErasure.dataset_id == dataset_id))
+    return next((e for e in rows if sample_id in set(e.erased_ids)), None)
 
 
 def names_uncertified(session: Session, requests: list[ForgetRequest]) -> bool:

@@ -99,6 +99,9 @@ class LineageVersion(BaseModel):
     status: str
     status_reason: str | None
     weights_digest: str | None
+    destroyed_digest: str | None = Field(
+        default=None, description="Set once a purge destroyed the version's weights."
+    )
     forgotten_count: int
     produced_by_job_id: str | None
     request_ids: list[str]
@@ -107,7 +110,9 @@ class LineageVersion(BaseModel):
 
 class Lineage(BaseModel):
     lineage_id: str
-    head_id: str = Field(description="The newest usable version; new requests apply to it.")
+    head_id: str = Field(
+        description="The newest certified version; new requests apply to it by default."
+    )
     versions: list[LineageVersion]
     pending_request_ids: list[str]
 
@@ -123,10 +128,27 @@ class ExposureVersion(BaseModel):
     )
     forgotten: bool = Field(description="A request in this version's ancestry removed it.")
     forgotten_by_request_id: str | None
+    bytes_stored: bool = Field(description="The version's weights are still in the store.")
+
+
+class StoredArtifact(BaseModel):
+    kind: str = Field(examples=["model_weights", "dataset_manifest"])
+    id: str
+    version: int
 
 
 class Exposure(BaseModel):
     dataset_id: str
     sample_id: int
-    label: int
+    label: int | None = Field(description="None once the sample is erased from the manifest.")
     versions: list[ExposureVersion]
+    in_manifest: bool = Field(description="The dataset's stored manifest still holds it.")
+    erased_at: datetime | None = None
+    erased_by_job_id: str | None = None
+    lineages_holding: list[str] = Field(
+        description="Lineages whose newest certified version still holds the sample."
+    )
+    stored_artifacts_holding: list[StoredArtifact] = Field(
+        description="Every stored artifact that still holds the sample: the answer to"
+        " 'which stored artifacts hold sample X'."
+    )

@@ -37,6 +37,12 @@ from app.models.model_version import ModelStatus
 from app.unlearning.config import MethodConfigError, parse_method_config
 
 MAX_LISTED_UNKNOWN = 20
+NAMES_A_LINEAGE = (
+    ModelStatus.ready,
+    ModelStatus.uncertified,
+    ModelStatus.retired,
+    ModelStatus.purged,
+)
 
 
 def _field(field: str, message: str, **extra: object) -> InvalidInput:
@@ -69,7 +75,8 @@ def submit(
             return existing
 
     named = models.load(session, tenant_id, model_id)
-    if named.status not in (ModelStatus.ready, ModelStatus.uncertified):
+    # A retired version still names its lineage: the request applies to the newest certified.
+    if named.status not in NAMES_A_LINEAGE:
         raise Conflict(
             f"Model {model_id} is {named.status}; only a ready model takes forget requests"
             + (f" ({named.status_reason})" if named.status_reason else "."),
@@ -116,8 +123,11 @@ def submit(
                 f"{len(sample_ids)} samples exceed the limit of {settings.max_forget_samples}"
                 " per request; split the request or forget whole classes",
             )
+        if set(sample_ids) <= forgotten:
+            raise _field("body.sample_ids", "every one of these samples is already forgotten")
         index = sample_index(store, dataset)
-        wanted = np.asarray(sample_ids, dtype=np.int64)
+        # Samples this lineage already forgot may be erased from the manifest: not unknown.
+        wanted = np.asarray(sorted(set(sample_ids) - forgotten), dtype=np.int64)
         missing = wanted[~index.contains(wanted)]
         if missing.size:
             shown = [int(x) for x in missing[:MAX_LISTED_UNKNOWN]]
@@ -127,8 +137,6 @@ def submit(
                 unknown_sample_ids=shown,
                 unknown_count=int(missing.size),
             )
-        if set(sample_ids) <= forgotten:
-            raise _field("body.sample_ids", "every one of these samples is already forgotten")
 
     now = utcnow()
     kind = "class" if class_ids is not None else "sample"

@@ -15,7 +15,7 @@ from app.audit import service as audit
 from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound
 from app.core.observability import request_id_var
-from app.core.tasks import UNLEARN, VALIDATE_MODEL, TaskSender
+from app.core.tasks import PURGE, UNLEARN, VALIDATE_MODEL, TaskSender
 from app.forget_requests import repository as requests_repo
 from app.forget_requests import states as request_states
 from app.jobs import repository
@@ -25,7 +25,11 @@ from app.models.forget_request import RequestStatus
 from app.models.job import TERMINAL_STATES, JobKind, JobState
 
 # The task that runs each kind of job.
-TASK_OF: dict[JobKind, str] = {JobKind.unlearn: UNLEARN, JobKind.validate_model: VALIDATE_MODEL}
+TASK_OF: dict[JobKind, str] = {
+    JobKind.unlearn: UNLEARN,
+    JobKind.validate_model: VALIDATE_MODEL,
+    JobKind.purge: PURGE,
+}
 
 
 class JobFailed(Exception):
@@ -122,7 +126,7 @@ def send_next_in_lineage(session: Session, tasks: TaskSender, lineage_id: str) -
 
 def create(
     session: Session,
-    tasks: TaskSender,
+    tasks: TaskSender | None,
     *,
     tenant_id: str,
     kind: str,
@@ -132,7 +136,8 @@ def create(
     model_id: str | None = None,
     **fields: Any,
 ) -> Job:
-    """Add a queued job; its task is sent only once the surrounding transaction commits."""
+    """Add a queued job; its task is sent only once the surrounding transaction commits
+    (without a sender, e.g. in a worker's tests, the sweeper sends it later)."""
     job = Job(
         tenant_id=tenant_id,
         kind=kind,
@@ -165,9 +170,13 @@ def create(
         payload={"kind": kind, "queue": queue},
     )
     job_id = job.id
+    if tasks is None:
+        job.task_sent_at = None
+        return job
+    sender = tasks
 
     def _send() -> None:
-        tasks.send(task_name, job_id, queue)
+        sender.send(task_name, job_id, queue)
 
     after_commit(session, _send)
     return job

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from app.artifacts.service import download_response
 from app.audit import service as audit
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
-from app.core.errors import Conflict, InvalidInput
+from app.core.errors import Conflict, Gone, InvalidInput
 from app.core.openapi import multipart_body
 from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.core.uploads import receive_multipart
@@ -115,7 +115,11 @@ def get_model(model_id: str, principal: Reader, session: SessionDep) -> ModelOut
     "/{model_id}/weights",
     summary="Download the weights (safetensors; supports Range)",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Part"}},
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "Part"},
+        410: {"description": "Retired: superseded by a version that forgot samples it holds"},
+    },
 )
 def download_weights(
     model_id: str,
@@ -128,6 +132,14 @@ def download_weights(
     ] = False,
 ) -> Response:
     mv = service.load(session, principal.tenant_id, model_id)
+    if mv.status in (ModelStatus.retired, ModelStatus.purged):
+        when = mv.purged_at or mv.purge_due_at
+        raise Gone(
+            f"Model {model_id} (version {mv.version}) was retired: {mv.status_reason}."
+            + (" Its bytes were destroyed" if mv.purged_at else " Its bytes will be destroyed")
+            + (f" at {when.isoformat()}." if when else "."),
+            model_status=mv.status,
+        )
     if mv.status == ModelStatus.rejected:
         raise Conflict(
             f"Model {model_id} was rejected ({mv.status_reason}); its weights were not kept."

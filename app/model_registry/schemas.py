@@ -81,6 +81,14 @@ class ModelOut(BaseModel):
     produced_by_job_id: str | None
     forgotten_count: int = Field(description="Samples forgotten anywhere in this ancestry.")
     forgotten_digest: str | None = Field(description="SHA-256 of those sorted sample IDs.")
+    retired_at: datetime | None = None
+    purge_due_at: datetime | None = Field(
+        default=None, description="When a retired version's bytes are (or were) destroyed."
+    )
+    purged_at: datetime | None = None
+    destroyed_digest: str | None = Field(
+        default=None, description="The SHA-256 of the weights the purge destroyed."
+    )
     validation_job_id: str | None = None
     created_at: datetime
     updated_at: datetime

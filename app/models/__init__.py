@@ -7,6 +7,7 @@ from app.models.audit_event import AuditEvent
 from app.models.base import Base
 from app.models.certificate import Certificate, SigningKey
 from app.models.dataset import Dataset
+from app.models.erasure import DatasetErasure, ErasureReceipt
 from app.models.evaluation import Evaluation
 from app.models.forget_request import ForgetRequest
 from app.models.job import Job, JobTransition
@@ -21,6 +22,8 @@ __all__ = [
     "Base",
     "Certificate",
     "Dataset",
+    "DatasetErasure",
+    "ErasureReceipt",
     "Evaluation",
     "ForgetRequest",
     "Job",

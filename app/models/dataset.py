@@ -28,3 +28,6 @@ class Dataset(IdMixin, CreatedMixin, Base):
     test_class_counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # SHA-256 over the sorted sample IDs: lets certificates name the manifest exactly.
     sample_ids_digest: Mapped[str] = mapped_column(String(64))
+    # Samples erased from the manifest so far (see DatasetErasure), and its current version.
+    erased_count: Mapped[int] = mapped_column(default=0)
+    manifest_version: Mapped[int] = mapped_column(default=1)

@@ -24,6 +24,9 @@ TERMINAL_STATES = frozenset({JobState.succeeded, JobState.failed, JobState.cance
 class JobKind(StrEnum):
     validate_model = "validate_model"
     unlearn = "unlearn"
+    # Destroy what a certified forgetting superseded: retired versions' bytes, and the samples
+    # every lineage on the dataset has forgotten (a new manifest); then sign a receipt.
+    purge = "purge"
 
 
 class Job(IdMixin, CreatedMixin, Base):

@@ -15,6 +15,10 @@ class ModelStatus(StrEnum):
     ready = "ready"
     rejected = "rejected"
     uncertified = "uncertified"
+    # Superseded by a certified version that forgot samples this one holds: no longer served
+    # (410 Gone); its bytes are destroyed at ``purge_due_at`` (the tenant's retention window).
+    retired = "retired"
+    purged = "purged"  # retired, and its bytes are gone
 
 
 class ModelVersion(IdMixin, CreatedMixin, Base):
@@ -47,4 +51,9 @@ class ModelVersion(IdMixin, CreatedMixin, Base):
     # Every sample forgotten anywhere in this version's ancestry, and a digest of the set.
     forgotten_count: Mapped[int] = mapped_column(default=0)
     forgotten_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    retired_at: Mapped[datetime | None] = mapped_column(default=None)
+    purge_due_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
+    purged_at: Mapped[datetime | None] = mapped_column(default=None)
+    # The digest of the weights a purge destroyed: chains and receipts still name them.
+    destroyed_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -65,3 +65,10 @@ class TenantSettings(BaseModel):
         " the remain set (the exact answer) and certify that instead.",
     )
     policy: PolicyOverrides = Field(default_factory=PolicyOverrides)
+    retention_days: float | None = Field(
+        default=None,
+        ge=0,
+        le=30,
+        description="Days superseded versions' bytes are kept after a certified forgetting"
+        " (0: destroyed at certification); unset uses the service's LETHE_RETENTION_DAYS.",
+    )
