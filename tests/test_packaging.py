@@ -88,7 +88,13 @@ def test_compose_stack() -> None:
     assert "--appendonly" in services["redis"]["command"]  # queued messages survive a restart
     for name in ("postgres", "redis"):
         assert services[name]["healthcheck"] and services[name]["volumes"]
-    assert services["migrate"]["command"] == ["lethe", "db", "upgrade"]
+    # The owner migrates and grants; everything else connects as the application role.
+    migrate = services["migrate"]
+    assert migrate["command"][-1].startswith("lethe db upgrade && lethe audit grant-app-role")
+    assert migrate["environment"]["LETHE_DATABASE_URL"].startswith("postgresql+psycopg://lethe:")
+    for name in ("api", "worker-gpu", "worker-cpu"):
+        url = services[name]["environment"]["LETHE_DATABASE_URL"]
+        assert url.startswith("postgresql+psycopg://lethe_app:")
     assert services["worker-cpu"]["profiles"] == ["cpu"]
     gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,7 +145,7 @@ def cmd_audit_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_grant_app_role(args: argparse.Namespace) -> int:
-    from app.audit.db_roles import app_role_grants
+    from app.audit.db_roles import app_role_grants, create_role_if_missing
 
     try:
         statements = app_role_grants(args.role)
@@ -166,6 +167,15 @@ def cmd_grant_app_role(args: argparse.Namespace) -> int:
             print("error: database roles exist on PostgreSQL only", file=sys.stderr)
             return EXIT_FAILED
         with engine.begin() as conn:
+            if args.password_env:
+                # The compose stack's migrate service: create the role on first start, and keep
+                # its password what the environment says (quoted by the server, not by us).
+                password = os.environ.get(args.password_env)
+                if not password:
+                    raise UsageError(f"{args.password_env} is not set")
+                conn.execute(text(create_role_if_missing(args.role)))
+                quoted = conn.execute(text("SELECT quote_literal(:p)"), {"p": password}).scalar()
+                conn.execute(text(f'ALTER ROLE "{args.role}" PASSWORD {quoted}'))
             for stmt in statements:
                 conn.execute(text(stmt))
     except DBAPIError as exc:
@@ -226,4 +236,9 @@ def register(sub: SubParsers) -> None:
     )
     p.add_argument("role", help="an existing PostgreSQL role, e.g. lethe_app")
     p.add_argument("--print-sql", action="store_true", help="print the statements instead")
+    p.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="create ROLE as a login role if missing and set its password from $VAR",
+    )
     p.set_defaults(func=cmd_grant_app_role)

@@ -352,6 +352,40 @@ def test_the_application_role_may_only_insert_and_select_audit_rows(
     assert app_role_grants("lethe_app")[0] == 'GRANT USAGE ON SCHEMA "public" TO "lethe_app"'
 
 
+def test_the_compose_migrate_step_creates_the_application_role(
+    own_db: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker-compose.yml's migrate service runs `grant-app-role ROLE --password-env VAR`: the
+    role is created on first start with that password, and a rerun keeps it (idempotent)."""
+    role = f"lethe_app_{secrets.token_hex(3)}"
+    url = own_db.url.render_as_string(hide_password=False)
+    monkeypatch.setattr("app.cli.common._settings", lambda: Settings(database_url=url))
+    monkeypatch.setenv("APP_PW", "it's a \\ secret")
+    try:
+        for _ in range(2):
+            assert cli.main(["audit", "grant-app-role", role, "--password-env", "APP_PW"]) == 0
+        with own_db.connect() as conn:
+            login = conn.execute(
+                text(
+                    "SELECT rolcanlogin, rolpassword IS NOT NULL FROM pg_authid WHERE rolname = :r"
+                ),
+                {"r": role},
+            ).one()
+            assert tuple(login) == (True, True)
+            conn.execute(text(f'SET ROLE "{role}"'))
+            try:
+                with pytest.raises(DBAPIError, match="permission denied"):
+                    conn.execute(text("DELETE FROM audit_events"))
+            finally:
+                conn.execute(text("RESET ROLE"))
+        monkeypatch.delenv("APP_PW")
+        assert cli.main(["audit", "grant-app-role", role, "--password-env", "APP_PW"]) == 2
+    finally:
+        with own_db.connect() as conn:
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
 # -- the API ---------------------------------------------------------------------------------
 
 
