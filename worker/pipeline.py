@@ -17,8 +17,8 @@ from app import __version__
 from app.certificates import service as certificates
 from app.certificates.policy import Verdict, judge
 from app.core.db import session_scope
-from app.forget_requests import fulfilment
-from app.forget_requests.fulfilment import JobResult, UnlearnPlan
+from app.fulfilment import service as fulfilment
+from app.fulfilment.service import JobResult, UnlearnPlan
 from app.jobs import service as jobs
 from app.jobs.service import JobFailed
 from app.models.job import JobState
