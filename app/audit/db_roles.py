@@ -17,15 +17,12 @@ _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 def create_role_if_missing(role: str) -> str:
     """A statement that creates ``role`` as a login role without a password when it does not
-    exist (the password is set by :func:`password_statement`, bound, never in the SQL text)."""
+    exist; the caller sets the password (quoted by the server, never pasted into SQL text)."""
     if not _ROLE.match(role):
         raise ValueError(f"{role!r}: a role name is lower-case letters, digits and _")
     return (
-        "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '"
-        + role
-        + "') THEN CREATE ROLE \""
-        + role
-        + "\" LOGIN; END IF; END $$"
+        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}')"
+        f' THEN CREATE ROLE "{role}" LOGIN; END IF; END $$'
     )
 
 
