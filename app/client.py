@@ -189,6 +189,17 @@ class LetheClient:
             )
         )
 
+    def forget_dataset(
+        self, dataset_id: str, *, idempotency_key: str | None = None, **body: Any
+    ) -> dict[str, Any]:
+        """Forget from every model trained on a dataset: one request per lineage, one group."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        path = f"/v1/datasets/{dataset_id}/forget-requests"
+        return dict(self.request("POST", path, json=body, headers=headers))
+
+    def forget_request_group(self, group_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/forget-request-groups/{group_id}"))
+
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/jobs/{job_id}/cancel"))
 

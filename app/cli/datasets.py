@@ -8,7 +8,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli.common import EXIT_FAILED, EXIT_OK, _client, _listing, _progress_bar, client_args
+from app.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    _client,
+    _ints,
+    _listing,
+    _progress_bar,
+    _read_ids,
+    client_args,
+)
 
 if TYPE_CHECKING:
     from app.cli.common import SubParsers
@@ -45,6 +54,27 @@ def cmd_datasets_upload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_datasets_forget(args: argparse.Namespace) -> int:
+    """One request per model lineage trained on the dataset; exit 0 once they are queued."""
+    body: dict[str, Any] = {"reason": args.reason or ""}
+    if args.subject:
+        body["subject_ref"] = args.subject
+    if args.classes:
+        body["class_ids"] = _ints(args.classes, "--classes")
+    else:
+        body["sample_ids"] = _read_ids(args.samples_file) if args.samples_file else []
+        if args.samples:
+            body["sample_ids"] += _ints(args.samples, "--samples")
+    with _client(args) as client:
+        group = client.forget_dataset(args.dataset_id, idempotency_key=args.idempotency_key, **body)
+    print(f"group_id: {group['id']}  status: {group['status']}")
+    for r in group["requests"]:
+        print(f"  lineage {r['lineage_id']}: request {r['id']}, job {r['job_id']}")
+    for s in group["skipped"]:
+        print(f"  lineage {s['lineage_id']}: skipped ({s['reason']})")
+    return EXIT_OK
+
+
 def register(sub: SubParsers) -> None:
     ds = sub.add_parser("datasets", help="datasets").add_subparsers(dest="datasets", required=True)
     p = ds.add_parser("import", help="register a dataset that ships offline")
@@ -60,6 +90,18 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--name", required=True)
     client_args(p)
     p.set_defaults(func=cmd_datasets_upload)
+    p = ds.add_parser(
+        "forget", help="forget samples or classes from every model trained on a dataset"
+    )
+    p.add_argument("dataset_id")
+    p.add_argument("--classes", help="comma-separated class IDs")
+    p.add_argument("--samples", help="comma-separated sample IDs")
+    p.add_argument("--samples-file", help="file of sample IDs (one per line, or a JSON list)")
+    p.add_argument("--reason")
+    p.add_argument("--subject", help="opaque data-subject reference")
+    p.add_argument("--idempotency-key")
+    client_args(p)
+    p.set_defaults(func=cmd_datasets_forget)
     p = ds.add_parser("list", help="the tenant's datasets")
     client_args(p, listing=True)
     p.set_defaults(

@@ -5,17 +5,21 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Response, status
 
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
+from app.core.errors import NotFound
 from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.forget_requests import lineage as lineage_views
 from app.forget_requests import repository, service
 from app.forget_requests.schemas import (
+    DatasetForgetRequestIn,
     Exposure,
+    ForgetRequestGroup,
     ForgetRequestIn,
     ForgetRequestOut,
     ForgetRequestPage,
     Lineage,
+    SkippedLineage,
 )
-from app.models import ForgetRequest
+from app.models import ForgetRequest, ModelVersion
 from app.models.base import utcnow
 from app.models.forget_request import OPEN_STATUSES, RequestStatus
 from app.tenants.dependencies import Reader, Writer
@@ -66,6 +70,67 @@ def submit_forget_request(
     )
     response.headers["Location"] = f"/v1/forget-requests/{fr.id}"
     return to_out(fr)
+
+
+@router.post(
+    "/v1/datasets/{dataset_id}/forget-requests",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Forget samples or classes from every model trained on a dataset",
+    responses={409: {"description": "No model trained on the dataset can take a request yet"}},
+)
+def submit_dataset_forget_request(
+    dataset_id: str,
+    body: DatasetForgetRequestIn,
+    response: Response,
+    principal: Writer,
+    session: SessionDep,
+    store: StoreDep,
+    tasks: TasksDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=160, description="Same key and body: the same requests come back."),
+    ] = None,
+) -> ForgetRequestGroup:
+    group = service.submit_for_dataset(
+        session,
+        store,
+        tasks,
+        settings,
+        tenant_id=principal.tenant_id,
+        actor=principal.key_id,
+        dataset_id=dataset_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = f"/v1/forget-request-groups/{group.id}"
+    return ForgetRequestGroup(
+        id=group.id,
+        dataset_id=group.dataset_id,
+        status=service.group_status(group.requests),
+        requests=[to_out(r) for r in group.requests],
+        skipped=[SkippedLineage(lineage_id=k, reason=v) for k, v in group.skipped],
+    )
+
+
+@router.get(
+    "/v1/forget-request-groups/{group_id}",
+    summary="A dataset-wide request: its lineages' requests, complete when all are",
+)
+def get_forget_request_group(
+    group_id: Annotated[str, Path(max_length=36)], principal: Reader, session: SessionDep
+) -> ForgetRequestGroup:
+    members = repository.group_requests(session, principal.tenant_id, group_id)
+    if not members:
+        raise NotFound(f"No forget request group {group_id}.")
+    model = session.get(ModelVersion, members[0].model_id)
+    assert model is not None
+    return ForgetRequestGroup(
+        id=group_id,
+        dataset_id=model.dataset_id,
+        status=service.group_status(members),
+        requests=[to_out(r) for r in members],
+    )
 
 
 @router.get("/v1/forget-requests", summary="List forget requests, newest first")

@@ -103,7 +103,11 @@ def exposure(
                 bytes_stored=v.weights_digest is not None,
             )
         )
-    heads = {v.lineage_id: v for v in out if v.status == ModelStatus.ready}
+    # Each lineage's newest version that is served or about to be (an upload being checked
+    # holds everything it was trained on).
+    heads = {
+        v.lineage_id: v for v in out if v.status in (ModelStatus.ready, ModelStatus.validating)
+    }
     holding: list[StoredArtifact] = [
         StoredArtifact(kind="model_weights", id=v.model_id, version=v.version)
         for v in out

@@ -29,6 +29,23 @@ def by_idempotency_key(session: Session, tenant_id: str, key: str) -> ForgetRequ
     return session.scalars(stmt).first()
 
 
+def lineages_of_dataset(session: Session, dataset_id: str) -> list[str]:
+    """Every lineage whose uploaded original was trained on the dataset (rejected ones aside)."""
+    stmt = select(ModelVersion.lineage_id).where(
+        ModelVersion.dataset_id == dataset_id,
+        ModelVersion.parent_id.is_(None),
+        ModelVersion.status != ModelStatus.rejected,
+    )
+    return list(session.scalars(stmt.order_by(ModelVersion.created_at)))
+
+
+def group_requests(session: Session, tenant_id: str, group_id: str) -> list[ForgetRequest]:
+    stmt = select(ForgetRequest).where(
+        ForgetRequest.tenant_id == tenant_id, ForgetRequest.group_id == group_id
+    )
+    return list(session.scalars(stmt.order_by(ForgetRequest.created_at)))
+
+
 def lineage_versions(session: Session, lineage_id: str) -> list[ModelVersion]:
     stmt = select(ModelVersion).where(ModelVersion.lineage_id == lineage_id)
     return list(session.scalars(stmt.order_by(ModelVersion.version)))

@@ -81,10 +81,46 @@ class ForgetRequestOut(BaseModel):
     job_id: str | None
     coalesced: bool = Field(description="True when this request shares a job with others.")
     result_model_id: str | None
+    group_id: str | None = Field(
+        default=None, description="The dataset-wide request this one is a lineage's part of."
+    )
     created_at: datetime = Field(description="When the request was received.")
     due_at: datetime
     completed_at: datetime | None
     overdue: bool = False
+
+
+class DatasetForgetRequestIn(ForgetRequestIn):
+    """A request that targets a dataset: every model trained on it forgets the samples."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"sample_ids": [1017, 20433], "reason": "GDPR art. 17 request"}]
+        },
+    )
+
+
+class SkippedLineage(BaseModel):
+    lineage_id: str
+    reason: str
+
+
+class ForgetRequestGroup(BaseModel):
+    """One request per lineage trained on the dataset; complete when every one is."""
+
+    id: str
+    dataset_id: str
+    status: str = Field(
+        description="completed when every lineage's request is; else open (or failed/cancelled"
+        " when one of them ended so)."
+    )
+    requests: list[ForgetRequestOut]
+    skipped: list[SkippedLineage] = Field(
+        default_factory=list,
+        description="Lineages on the dataset that took no request (already forgot the samples,"
+        " or not ready yet), with why.",
+    )
 
 
 class ForgetRequestPage(BaseModel):

@@ -10,6 +10,7 @@ Rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import numpy as np
@@ -30,7 +31,7 @@ from app.forget_requests.schemas import ForgetRequestIn
 from app.jobs import service as jobs
 from app.model_registry import service as models
 from app.models import ForgetRequest, Job, ModelVersion
-from app.models.base import utcnow
+from app.models.base import new_id, utcnow
 from app.models.forget_request import RequestStatus
 from app.models.job import JobKind
 from app.models.model_version import ModelStatus
@@ -324,3 +325,93 @@ def load(session: Session, tenant_id: str, request_id: str) -> ForgetRequest:
     if fr is None:
         raise NotFound(f"No forget request {request_id}.")
     return fr
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    id: str
+    dataset_id: str
+    requests: list[ForgetRequest]
+    skipped: list[tuple[str, str]]
+
+
+def submit_for_dataset(
+    session: Session,
+    store: ArtifactStore,
+    tasks: TaskSender,
+    settings: Settings,
+    *,
+    tenant_id: str,
+    actor: str,
+    dataset_id: str,
+    body: ForgetRequestIn,
+    idempotency_key: str | None,
+) -> GroupResult:
+    """Forget samples from every model trained on a dataset: one request per lineage (from its
+    newest certified version), sharing a group ID. A lineage that already forgot them, or whose
+    upload is not checked yet, is skipped and said so; none left to ask is an error."""
+    ds = datasets.get(session, tenant_id, dataset_id)
+    if ds is None:
+        raise NotFound(f"No dataset {dataset_id}.")
+    group_id = new_id()
+    made: list[ForgetRequest] = []
+    skipped: list[tuple[str, str]] = []
+    first_error: InvalidInput | None = None
+    for lineage_id in repository.lineages_of_dataset(session, ds.id):
+        head = repository.lineage_head(session, lineage_id)
+        if head is None:
+            skipped.append((lineage_id, "no certified version yet (the upload is being checked)"))
+            continue
+        key = f"{idempotency_key}:{lineage_id}" if idempotency_key else None
+        try:
+            with session.begin_nested():
+                fr = submit(
+                    session,
+                    store,
+                    tasks,
+                    settings,
+                    tenant_id=tenant_id,
+                    actor=actor,
+                    model_id=head.id,
+                    body=body,
+                    idempotency_key=key,
+                )
+        except InvalidInput as exc:
+            first_error = first_error or exc
+            skipped.append((lineage_id, exc.detail))
+            continue
+        # A replayed key brings back the first call's requests, and with them its group.
+        group_id = fr.group_id or group_id
+        fr.group_id = group_id
+        made.append(fr)
+    if not made:
+        if first_error is not None:
+            raise first_error
+        raise Conflict(f"No model trained on dataset {dataset_id} can take a request yet.")
+    for fr in made:
+        fr.group_id = group_id
+    session.flush()
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="forget_request_group.created",
+        subject_type="forget_request_group",
+        subject_id=group_id,
+        payload={
+            "dataset_id": ds.id,
+            "request_ids": [r.id for r in made],
+            "skipped": [{"lineage_id": k, "reason": v} for k, v in skipped],
+        },
+    )
+    return GroupResult(group_id, ds.id, made, skipped)
+
+
+def group_status(requests: list[ForgetRequest]) -> str:
+    statuses = {RequestStatus(r.status) for r in requests}
+    if statuses == {RequestStatus.completed}:
+        return "completed"
+    for final in (RequestStatus.failed, RequestStatus.cancelled):
+        if final in statuses:
+            return final.value
+    return "open"

@@ -52,5 +52,7 @@ class ForgetRequest(IdMixin, CreatedMixin, Base):
     result_model_id: Mapped[str | None] = mapped_column(
         ForeignKey("model_versions.id"), default=None
     )
+    # Set when the request is one lineage's part of a request that targeted a whole dataset.
+    group_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     due_at: Mapped[datetime] = mapped_column(index=True)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)

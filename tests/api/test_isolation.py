@@ -14,7 +14,11 @@ from worker.context import WorkerContext
 
 # Resources that exist for their tenant only after a worker produced them; here they answer 404
 # to their own tenant too (the end-to-end worker tests cover them with real data).
-PRODUCED_LATER = {"/v1/models/{model_id}/certificate", "/v1/erasure-receipts/{receipt_id}"}
+PRODUCED_LATER = {
+    "/v1/models/{model_id}/certificate",
+    "/v1/erasure-receipts/{receipt_id}",
+    "/v1/forget-request-groups/{group_id}",
+}
 
 
 def test_other_tenants_resources_answer_404_like_missing_ones(
@@ -46,6 +50,8 @@ def test_other_tenants_resources_answer_404_like_missing_ones(
         "request_id": fr.json()["id"],
         # Produced by a purge (tests/api/test_erasure.py checks another tenant gets 404).
         "receipt_id": "00000000-0000-0000-0000-000000000001",
+        # A dataset-wide request's group (tests/api/test_dataset_requests.py covers it).
+        "group_id": "00000000-0000-0000-0000-000000000002",
         "sample_id": str(dataset_arrays()["sample_ids"][0]),
         "event_id": client.get("/v1/audit-events", headers=acme.headers("auditor")).json()["items"][
             0
