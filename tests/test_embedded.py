@@ -147,19 +147,29 @@ def test_several_api_processes_share_one_metrics_view(tmp_path: Path) -> None:
             _, _, key = tenants.create_tenant(session, "multi")
             session.commit()
         headers = {"Authorization": f"Bearer {key}"}
-        # New connections, eight at a time, so that both processes accept some.
-        with ThreadPoolExecutor(8) as pool:
-            codes = list(
-                pool.map(lambda _: httpx.get(f"{base}/v1/whoami", headers=headers), range(30))
-            )
-        assert {r.status_code for r in codes} == {200}
-        line = 'lethe_http_requests_total{method="GET",route="/v1/whoami",status="200"} 30.0'
+
+        def served() -> list[dict[str, object]]:
+            text = (tmp_path / "api.log").read_text()
+            lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+            return [x for x in lines if x.get("route") == "/v1/whoami"]
+
+        # New connections, eight at a time, so that both processes accept some; the kernel
+        # decides who accepts, so on a busy machine a round may all go to one: try a few.
+        sent = 0
+        for _ in range(5):
+            with ThreadPoolExecutor(8) as pool:
+                codes = list(
+                    pool.map(lambda _: httpx.get(f"{base}/v1/whoami", headers=headers), range(30))
+                )
+            assert {r.status_code for r in codes} == {200}
+            sent += 30
+            if len({x["pid"] for x in served()}) == 2:
+                break
+        line = f'lethe_http_requests_total{{method="GET",route="/v1/whoami",status="200"}} {sent}.0'
         for _ in range(6):
             assert line in httpx.get(f"{base}/metrics").text
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
         log.close()
-    lines = [json.loads(x) for x in (tmp_path / "api.log").read_text().splitlines() if x]
-    served = [x for x in lines if x.get("route") == "/v1/whoami"]
-    assert len(served) == 30 and len({x["pid"] for x in served}) == 2
+    assert len(served()) == sent and len({x["pid"] for x in served()}) == 2
