@@ -42,6 +42,8 @@ from app.models.job import JobKind, JobState
 from app.models.model_version import ModelStatus
 
 SAFETENSORS = "application/vnd.safetensors"
+# A purge that failed is queued again after this long (the versions stay retired meanwhile).
+PURGE_RETRY_AFTER = timedelta(minutes=10)
 # Versions that may still hold data and whose bytes are still served or kept.
 _LIVE = (ModelStatus.ready, ModelStatus.uncertified, ModelStatus.validating)
 
@@ -121,21 +123,21 @@ def queue_due_purges(
 ) -> int:
     """For the sweeper: queue a purge for each lineage with retired versions now due and no
     purge queued or running. Returns how many were queued."""
+    now = now or utcnow()
     due = session.scalars(
         select(ModelVersion.lineage_id)
-        .where(
-            ModelVersion.status == ModelStatus.retired,
-            ModelVersion.purge_due_at <= (now or utcnow()),
-        )
+        .where(ModelVersion.status == ModelStatus.retired, ModelVersion.purge_due_at <= now)
         .distinct()
     ).all()
     queued = 0
     for lineage_id in due:
+        # One purge at a time per lineage, and a failed one is not retried in a tight loop.
         unfinished = session.scalars(
             select(Job.id).where(
                 Job.lineage_id == lineage_id,
                 Job.kind == JobKind.purge,
-                Job.state.in_((JobState.queued, JobState.running)),
+                (Job.state.in_((JobState.queued, JobState.running)))
+                | ((Job.state == JobState.failed) & (Job.finished_at > now - PURGE_RETRY_AFTER)),
             )
         ).first()
         head = lineages.lineage_head(session, lineage_id)
