@@ -76,14 +76,19 @@ def _publish_signing_key(settings: Settings, factory: sessionmaker[Session]) -> 
         pass  # another API process of this service registered it at the same moment
 
 
-def prepare_database(settings: Settings, factory: sessionmaker[Session] | None = None) -> None:
-    """What a starting API does to its database: migrate when asked, and in embedded mode publish
-    the signing key. The lifespan does it with the app's sessions; `lethe api --workers N` does it
-    once before the processes start, so that they do not race."""
-    if settings.should_auto_migrate:
-        from app.core.migrate import upgrade
+def prepare_database(
+    settings: Settings,
+    factory: sessionmaker[Session] | None = None,
+    engine: Engine | None = None,
+) -> None:
+    """What a starting API does to its database: bring the schema to head or refuse to start
+    (:func:`app.core.migrate.ensure_schema`, the rule the CLI and the worker follow too), and in
+    embedded mode publish the signing key. The lifespan does it with the app's engine and
+    sessions; `lethe api` does it first, so that a refusal is one line and N processes do not
+    race."""
+    from app.core.migrate import ensure_schema
 
-        upgrade(settings.resolved_database_url)
+    ensure_schema(settings, engine)
     if settings.mode is not Mode.embedded:
         return
     if factory is not None:
@@ -108,7 +113,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        prepare_database(settings, app.state.sessionmaker)
+        prepare_database(settings, app.state.sessionmaker, engine)
         yield
         if owns_engine:
             engine.dispose()

@@ -88,7 +88,7 @@ def test_embedded_flow_on_sqlite(tmp_path: Path) -> None:
         assert [h["to_state"] for h in job["history"]] == ["queued", "running", "succeeded"]
         assert job["history"][0]["from_state"] is None and job["request_ids"] == []
         assert client.get("/v1/jobs/nope", headers=headers).status_code == 404
-        assert client.get("/readyz").json()["checks"] == {"database": "ok"}
+        assert client.get("/readyz").json()["checks"] == {"database": "ok", "schema": "ok"}
 
 
 def test_cli_admin_commands(

@@ -9,14 +9,32 @@ first use (see :mod:`worker.context`), never before a fork.
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
-from celery.signals import setup_logging, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+)
 
-from app.core.config import get_settings
+from app.core.config import Settings, SettingsError, get_settings
 from app.core.tasks import make_celery
 
-celery_app = make_celery(get_settings())
+
+def _settings_or_exit() -> Settings:
+    # A bad LETHE_* value: one line and exit 2 (as the `lethe` command does), not a traceback
+    # from inside Celery's app loader.
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+celery_app = make_celery(_settings_or_exit())
 celery_app.conf.update(
     include=["worker.tasks.validate_model", "worker.tasks.unlearn", "worker.tasks.purge"]
 )
@@ -31,6 +49,20 @@ def _fresh_resources_after_fork(**_: Any) -> None:
     if get_context.cache_info().currsize:
         get_context().engine.dispose(close=False)
     reset_context()
+
+
+def _check_schema(**_: Any) -> None:
+    """Before the pool starts: the rule every process follows (:func:`ensure_schema`). Embedded
+    mode migrates; production mode refuses a database not at head with one line naming
+    `lethe db upgrade` and exit 1 (3 when the database does not answer), instead of taking
+    jobs it would fail on. SystemExit, because Celery logs and ignores a handler's Exception."""
+    from app.core.migrate import DatabaseUnreachable, SchemaError, ensure_schema
+
+    try:
+        ensure_schema(get_settings())
+    except SchemaError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(3 if isinstance(exc, DatabaseUnreachable) else 1) from None
 
 
 def _start_sweeper(**_: Any) -> None:
@@ -58,6 +90,7 @@ def _json_logs(loglevel: str | int | None = None, **_: Any) -> None:
 
 
 setup_logging.connect(_json_logs, weak=False)
+worker_init.connect(_check_schema, weak=False)
 worker_process_init.connect(_fresh_resources_after_fork, weak=False)
 worker_ready.connect(_start_sweeper, weak=False)
 worker_shutdown.connect(_stop_sweeper, weak=False)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from app.cli.common import EXIT_FAILED, EXIT_OK, _settings
+from app.cli.common import EXIT_FAILED, EXIT_OK, _database
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -15,11 +16,17 @@ if TYPE_CHECKING:
     from app.cli.common import SubParsers
 
 
-def _admin_session() -> AbstractContextManager[Session]:
-    from app.core.db import make_engine, make_sessionmaker, session_scope
+@contextmanager
+def _admin_session() -> Iterator[Session]:
+    """One unit of work on the database, its schema at head first (see ``_database``)."""
+    from app.core.db import make_sessionmaker, session_scope
 
-    settings = _settings()
-    return session_scope(make_sessionmaker(make_engine(settings.resolved_database_url)))
+    engine = _database()
+    try:
+        with session_scope(make_sessionmaker(engine)) as session:
+            yield session
+    finally:
+        engine.dispose()
 
 
 def cmd_create_tenant(args: argparse.Namespace) -> int:

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from app.client import LetheClient
     from app.core.config import Settings
 
@@ -31,6 +33,24 @@ def _settings() -> Settings:
     from app.core.config import get_settings
 
     return get_settings()
+
+
+def _database() -> Engine:
+    """The engine of a command that uses the database directly, after the rule every process
+    follows (:func:`app.core.migrate.ensure_schema`): embedded mode migrates a fresh or older
+    database first; production mode refuses one that is not at head, naming `lethe db upgrade`
+    (``SchemaError``, one line and exit 1 from ``main``). The caller disposes of it."""
+    from app.core.db import make_engine
+    from app.core.migrate import ensure_schema
+
+    settings = _settings()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        ensure_schema(settings, engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
 
 
 def client_args(parser: argparse.ArgumentParser, listing: bool = False) -> None:
@@ -52,7 +72,13 @@ def _client(args: argparse.Namespace) -> LetheClient:
 
 
 def _progress_bar(label: str) -> Callable[[int, int], None]:
+    finished = False
+
     def show(done: int, total: int) -> None:
+        nonlocal finished
+        if finished:  # the reader's last call (end of file) repeats the full bar
+            return
+        finished = done >= total
         width = 30
         frac = done / total if total else 1.0
         bar = "#" * int(frac * width)

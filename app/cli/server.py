@@ -24,6 +24,11 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     workers = args.workers or settings.api_workers
+    # Migrate (embedded) or refuse an unmigrated schema (production) here, before uvicorn: a
+    # refusal is then one line, and N processes do not race to migrate or publish the key.
+    from app.main import prepare_database
+
+    prepare_database(settings)
     common: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -37,11 +42,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
         uvicorn.run(create_app(), **common)
         return EXIT_OK
-    # Several processes: migrate and publish the signing key once here, not in N racing
-    # lifespans, and give them a shared folder for their metrics (unless the operator did).
-    from app.main import prepare_database
-
-    prepare_database(settings)
+    # Several processes: their lifespans only check the schema (migrated above), and they share
+    # a folder for their metrics (unless the operator gave one).
     os.environ["LETHE_AUTO_MIGRATE"] = "false"
     own_dir = None
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -57,7 +59,12 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     # The worker is its own program: exec Celery rather than importing it into the API package.
+    # Its start-up checks the schema too (worker.celery_app); checking here first makes a bad
+    # setting or an unmigrated database one line before Celery and torch load.
+    from app.core.migrate import ensure_schema
     from app.core.tasks import worker_command
+
+    ensure_schema(_settings())
 
     argv = worker_command(
         args.queue, pool=args.pool, concurrency=args.concurrency, loglevel=args.log_level
@@ -67,11 +74,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from app.core.migrate import upgrade
+    from alembic.util.exc import CommandError
+
+    from app.core.db import make_engine
+    from app.core.migrate import SchemaNotCurrent, current_revisions, upgrade
 
     settings = _settings()
-    upgrade(settings.resolved_database_url, args.revision)
-    print(f"database at {args.revision}")
+    url = settings.resolved_database_url
+    engine = make_engine(url)
+    try:
+        current_revisions(engine)  # an unreachable database is one line (exit 3), not a trace
+        try:
+            upgrade(url, args.revision)
+        except CommandError as exc:  # an unknown revision, or a schema newer than this code
+            raise SchemaNotCurrent(f"cannot upgrade the database: {exc}") from None
+        now = ", ".join(sorted(current_revisions(engine))) or "base"
+    finally:
+        engine.dispose()
+    print(f"database at {now}" + (f" ({args.revision})" if args.revision != now else ""))
     return EXIT_OK
 
 

@@ -7,14 +7,17 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.cli.common import EXIT_FAILED, EXIT_OK
+from app.cli.common import EXIT_FAILED, EXIT_OK, UsageError
 
 if TYPE_CHECKING:
     from app.cli.common import SubParsers
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Offline: signature, model digest and verdict. Needs no service and no database."""
+    """Offline: signature, model digest and verdict. Needs no service and no database.
+
+    Exit 0 verified, 1 refused (a bad signature, digest or verdict), 2 an input that cannot be
+    read (the certificate, ``--key`` or ``--model``)."""
     import hashlib
     import json
 
@@ -25,12 +28,21 @@ def cmd_verify(args: argparse.Namespace) -> int:
     )
 
     try:
-        envelope = json.loads(Path(args.certificate).read_text())
-    except (OSError, ValueError) as exc:
+        text = Path(args.certificate).read_text()
+    except OSError as exc:  # bad local input, not a refused certificate
+        raise UsageError(
+            f"cannot read the certificate {args.certificate}: {exc.strerror}"
+        ) from None
+    try:
+        envelope = json.loads(text)
+    except ValueError as exc:
         print(f"FAILED: cannot read the certificate: {exc}", file=sys.stderr)
         return EXIT_FAILED
     keys = {}
-    raw = Path(args.key).read_text()
+    try:
+        raw = Path(args.key).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read the public key {args.key}: {exc.strerror}") from None
     try:
         if raw.lstrip().startswith("{"):
             # The JSON of GET /v1/signing-keys, saved as it came.
@@ -47,9 +59,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     digest = None
     if args.model:
         h = hashlib.sha256()
-        with open(args.model, "rb") as fh:
-            while chunk := fh.read(1024 * 1024):
-                h.update(chunk)
+        try:
+            with open(args.model, "rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    h.update(chunk)
+        except OSError as exc:
+            raise UsageError(f"cannot read the model {args.model}: {exc.strerror}") from None
         digest = h.hexdigest()
     result = verify_envelope(
         envelope,

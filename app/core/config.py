@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets that ship in docs and examples; a deployment that still uses one is misconfigured.
@@ -126,6 +126,12 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=15, ge=0, description="How often each worker sweeps; 0 turns its sweeper off."
     )
+    store_orphan_grace_seconds: float = Field(
+        default=3600,
+        ge=60,
+        description="A stored file no row names is deleted by the store sweep (and `lethe store"
+        " check --repair`) once it is this old by mtime; longer than any transaction.",
+    )
     signing_key_path: Path | None = Field(
         default=None,
         description="Ed25519 private key (PEM) for certificates; embedded mode creates one.",
@@ -147,7 +153,7 @@ class Settings(BaseSettings):
             and self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS
         ):
             raise ValueError(
-                "LETHE_SECRET_KEY is a placeholder; set a random value "
+                "LETHE_SECRET_KEY is unset or a placeholder; set a random value "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) "
                 f"before running with LETHE_ENVIRONMENT={self.environment.value}"
             )
@@ -199,7 +205,47 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+class SettingsError(ValueError):
+    """A ``LETHE_*`` setting that cannot be used. The message is one line for a person: the
+    variable, what is wrong with it and (unless it is a secret) the value that was given."""
+
+
+def describe_settings_error(exc: ValidationError, env_file: str | None = None) -> str:
+    """pydantic's multi-line report as one line: ``LETHE_X: what is wrong (got 'value')``."""
+    parts = []
+    for err in exc.errors():
+        message = str(err.get("msg") or "invalid value").removeprefix("Value error, ")
+        message = " ".join(message.split())
+        loc = err.get("loc") or ()
+        if not loc:  # a check across fields: its message names the variables itself
+            parts.append(message)
+            continue
+        field = str(loc[0])
+        var = f"LETHE_{field.upper()}"
+        given = err.get("input")
+        shown = ""
+        if field not in _SECRET_FIELDS and isinstance(given, str | int | float):
+            shown = f" (got {given!r})"
+        where = ""
+        if env_file and not any(k.upper() == var for k in os.environ):
+            where = f" in {env_file}"
+        parts.append(f"{var}{where}: {message[:1].lower()}{message[1:]}{shown}")
+    return "; ".join(parts) or "invalid settings"
+
+
+# Values never echoed in an error: secrets, and URLs (which may carry a password).
+_SECRET_FIELDS = frozenset(
+    name
+    for name, field in Settings.model_fields.items()
+    if field.annotation is SecretStr or name.endswith(("_url", "_uri"))
+)
+
+
 @functools.cache
 def get_settings() -> Settings:
+    """The process's settings; a value that cannot be used raises :class:`SettingsError`."""
     env_file = os.environ.get("LETHE_ENV_FILE") or None
-    return Settings(_env_file=env_file)
+    try:
+        return Settings(_env_file=env_file)
+    except ValidationError as exc:
+        raise SettingsError(describe_settings_error(exc, env_file)) from None

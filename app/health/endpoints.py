@@ -9,6 +9,7 @@ from sqlalchemy import text
 from app import __version__
 from app.core.config import Mode, Settings
 from app.core.errors import PROBLEM_BASE, problem_response
+from app.core.migrate import schema_problem
 
 router = APIRouter(tags=["health"])
 
@@ -31,7 +32,8 @@ def healthz(request: Request) -> Health:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the database (and, in production mode, Redis) answer",
+    summary="Readiness: the database answers with its schema at head (and, in production mode,"
+    " Redis answers)",
     response_model=Ready,
     responses={503: {"content": {"application/problem+json": {}}}},
 )
@@ -48,6 +50,16 @@ async def readyz(request: Request) -> Ready | JSONResponse:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
+    if checks["database"] == "ok":
+        # A database the code's migrations have not reached (a fresh one, or an upgrade that
+        # was not run) answers SELECT 1 but not the first real request.
+        try:
+            problem = await run_in_threadpool(schema_problem, request.app.state.engine)
+            checks["schema"] = f"error: {problem}" if problem else "ok"
+        except Exception as exc:
+            checks["schema"] = f"error: {type(exc).__name__}"
+    else:
+        checks["schema"] = "error: not checked (the database does not answer)"
     if settings.mode is Mode.production:
         try:
             await run_in_threadpool(request.app.state.tasks.ping)

@@ -95,7 +95,7 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert client.get("/healthz").json()["status"] == "ok"
     ready = client.get("/readyz")
     assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"database": "ok", "broker": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "schema": "ok", "broker": "ok"}
 
 
 def test_a_key_revoked_elsewhere_stops_working_within_the_cache_time(
