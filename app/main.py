@@ -20,6 +20,7 @@ from app.certificates.endpoints import router as certificates_router
 from app.core.body_limit import BodyLimitMiddleware
 from app.core.config import Mode, Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
+from app.core.docs import install_docs
 from app.core.errors import install_handlers
 from app.core.observability import Metrics, RequestContextMiddleware
 from app.core.openapi import document_body_limit
@@ -126,7 +127,11 @@ def create_app(
         " classes; get back a new version with measured evidence. Authenticate with"
         " `Authorization: Bearer <key>`. Errors are RFC 9457 `application/problem+json`.",
         lifespan=lifespan,
+        # /docs is served from installed files (app.core.docs); ReDoc would load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
