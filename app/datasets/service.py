@@ -8,6 +8,7 @@ from app.artifacts import service as artifacts
 from app.audit import service as audit
 from app.core.config import Settings
 from app.core.errors import InvalidInput, NotFound
+from app.core.names import unsafe_name_reason
 from app.core.storage import ArtifactStore
 from app.core.uploads import UploadedFile
 from app.datasets import manifest, repository
@@ -31,10 +32,10 @@ def register(
     """Check the manifest, store its files by digest and record it. Raises before anything is
     stored when the files are refused."""
     name = name.strip()
-    if not name or len(name) > 200:
+    reason = unsafe_name_reason(name)
+    if reason:
         raise InvalidInput(
-            "A dataset needs a name of 1 to 200 characters.",
-            errors=[{"field": "body.name", "message": "1 to 200 characters"}],
+            f"body.name: {reason}.", errors=[{"field": "body.name", "message": reason}]
         )
     summary = manifest.summarize(
         train.staged.local_path(),

@@ -40,7 +40,8 @@ def to_out(fr: ForgetRequest) -> ForgetRequestOut:
     status_code=status.HTTP_202_ACCEPTED,
     summary="Ask a model's lineage to forget classes or samples",
     responses={
-        409: {"description": "Idempotency-Key reused with another body, or model not ready"}
+        200: {"description": "A replay: this Idempotency-Key and body were accepted before"},
+        409: {"description": "Idempotency-Key reused with another body, or model not ready"},
     },
 )
 def submit_forget_request(
@@ -57,7 +58,7 @@ def submit_forget_request(
         Header(max_length=200, description="Same key and body: the same request comes back."),
     ] = None,
 ) -> ForgetRequestOut:
-    fr = service.submit(
+    fr, replayed = service.submit(
         session,
         store,
         tasks,
@@ -69,6 +70,9 @@ def submit_forget_request(
         idempotency_key=idempotency_key,
     )
     response.headers["Location"] = f"/v1/forget-requests/{fr.id}"
+    if replayed:
+        # The same key and body again: the original answer, as other idempotent APIs give it.
+        response.status_code = status.HTTP_200_OK
     return to_out(fr)
 
 

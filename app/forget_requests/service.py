@@ -63,7 +63,9 @@ def submit(
     model_id: str,
     body: ForgetRequestIn,
     idempotency_key: str | None,
-) -> ForgetRequest:
+) -> tuple[ForgetRequest, bool]:
+    """Validate and accept a request; returns it and whether it is a replay of an earlier one
+    with the same Idempotency-Key and body (then nothing new was queued)."""
     body_digest = audit.digest({"model_id": model_id, **body.model_dump(mode="json")})
     if idempotency_key is not None:
         existing = repository.by_idempotency_key(session, tenant_id, idempotency_key)
@@ -73,7 +75,7 @@ def submit(
                     "This Idempotency-Key was already used with a different request body.",
                     request_id=existing.id,
                 )
-            return existing
+            return existing, True
 
     named = models.load(session, tenant_id, model_id)
     # A retired version still names its lineage: the request applies to the newest certified.
@@ -172,7 +174,7 @@ def submit(
             raise
         if existing.body_digest != body_digest:
             raise Conflict("This Idempotency-Key was already used with a different body.") from None
-        return existing
+        return existing, True
 
     # Requests whose versions failed the gate are retried from the certified base this one
     # starts from; with an explicit uncertified base they are part of its chain instead.
@@ -213,7 +215,7 @@ def submit(
             "retried_request_ids": [r.id for r in retry],
         },
     )
-    return request
+    return request, False
 
 
 def _base_policy(named: ModelVersion, body: ForgetRequestIn) -> bool:
@@ -365,7 +367,7 @@ def submit_for_dataset(
         key = f"{idempotency_key}:{lineage_id}" if idempotency_key else None
         try:
             with session.begin_nested():
-                fr = submit(
+                fr, _ = submit(
                     session,
                     store,
                     tasks,

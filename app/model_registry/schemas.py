@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.core.names import RULE, unsafe_name_reason
 from app.unlearning.config import TrainingRecipe
 
 
@@ -48,13 +49,21 @@ MODEL_SPEC_EXAMPLE: dict[str, Any] = {
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [MODEL_SPEC_EXAMPLE]})
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, description=f"The model's name: {RULE}.")
     architecture: str = Field(examples=["small_cnn", "resnet18_cifar"])
     args: dict[str, Any] = Field(default_factory=dict)
     input_shape: list[int] = Field(min_length=3, max_length=3, examples=[[1, 28, 28]])
     normalization: Normalization | None = None
     dataset_id: str
     training: TrainingInfo = Field(default_factory=TrainingInfo)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        reason = unsafe_name_reason(name)
+        if reason:
+            raise ValueError(reason)
+        return name
 
 
 class ModelOut(BaseModel):

@@ -32,8 +32,9 @@ from app.models.job import JobKind
 from app.models.model_version import ModelStatus
 from app.unlearning.spec import SpecError, validate_architecture
 
-# Weights are floating point; integer tensors appear only as BatchNorm's step counters.
-WEIGHT_DTYPES = frozenset({"F16", "BF16", "F32", "F64", "I64"})
+# The architectures hold float32 weights; integer tensors appear only as BatchNorm's step
+# counters. Anything else would store a second, differently sized digest of the same model.
+WEIGHT_DTYPES = frozenset({"F32", "I64"})
 
 
 def _field_error(field: str, message: str) -> InvalidInput:
@@ -107,8 +108,9 @@ def register(
     bad = sorted(n for n, t in st.tensors.items() if t.dtype not in WEIGHT_DTYPES)
     if bad:
         raise InvalidArtifact(
-            f"weights: tensors {bad[:10]} have dtypes that are not model weights"
-            f" (allowed: {sorted(WEIGHT_DTYPES)})",
+            f"weights: tensors {bad[:10]} are {sorted({st.tensors[n].dtype for n in bad})};"
+            f" {spec.architecture} holds float32 (F32) weights and int64 (I64) counters: convert"
+            " them before uploading (e.g. `{k: v.float()}` in torch), so one model has one digest",
             errors=[{"field": "body.weights", "message": "unexpected tensor dtypes"}],
         )
 

@@ -128,7 +128,9 @@ def test_sample_requests_in_a_row_are_cumulative_and_idempotent(
     r1 = c.post(f"/v1/models/{s.model_id}/forget-requests", json=body, headers=headers)
     assert r1.status_code == 202, r1.text
     again = c.post(f"/v1/models/{s.model_id}/forget-requests", json=body, headers=headers)
-    assert again.status_code == 202 and again.json()["id"] == r1.json()["id"]
+    # A replay answers 200 with the original request (same ID, same clock).
+    assert again.status_code == 200 and again.json()["id"] == r1.json()["id"]
+    assert again.json()["created_at"] == r1.json()["created_at"]
     other = c.post(
         f"/v1/models/{s.model_id}/forget-requests",
         json={**body, "subject_ref": "someone else"},
