@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from app.cli.common import EXIT_OK, _client, _listing, client_args
+from app.cli.common import EXIT_FAILED, EXIT_OK, _client, _listing, client_args
 
 if TYPE_CHECKING:
     from app.cli.common import SubParsers
@@ -18,14 +18,17 @@ def cmd_requests_overdue(args: argparse.Namespace) -> int:
     for r in late:
         print(f"{r['id']}  due {r['due_at']}  model {r['model_id']}  job {r['job_id']}")
     print(f"{len(late)} overdue request(s)", file=sys.stderr)
-    return EXIT_OK
+    # Scripts and cron jobs test the exit code: 1 while any request is past its due date.
+    return EXIT_FAILED if late else EXIT_OK
 
 
 def register(sub: SubParsers) -> None:
     reqs = sub.add_parser("requests", help="forget requests").add_subparsers(
         dest="requests", required=True
     )
-    p = reqs.add_parser("overdue", help="pending requests past their due date")
+    p = reqs.add_parser(
+        "overdue", help="open requests past their due date (exit 1 when there is any)"
+    )
     client_args(p)
     p.set_defaults(func=cmd_requests_overdue)
     p = reqs.add_parser("list", help="forget requests, newest first")

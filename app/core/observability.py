@@ -116,6 +116,7 @@ class _JobCollector(Collector):
         self.factory = factory
 
     def collect(self) -> Iterator[Any]:
+        from app.core.tasks import QUEUES
         from app.models import Job
         from app.models.job import JobState
 
@@ -138,11 +139,14 @@ class _JobCollector(Collector):
                 select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)
             ):
                 by_state.add_metric([kind, state], n)
+            waiting = dict.fromkeys(QUEUES, 0)  # an empty queue reads 0, not nothing
             for queue, n in s.execute(
                 select(Job.queue, func.count())
                 .where(Job.state == JobState.queued)
                 .group_by(Job.queue)
             ):
+                waiting[str(queue)] = int(n)
+            for queue, n in waiting.items():
                 depth.add_metric([queue], n)
             # One aggregate over every finished job: cumulative counts, as Prometheus expects
             # (jobs are never deleted, so the buckets only grow).

@@ -71,8 +71,10 @@ def test_a_failed_gate_keeps_requests_open_and_the_next_request_retries_them(
     db.commit()
     overdue = client.get("/v1/forget-requests", params={"overdue": True}, headers=acme.headers())
     assert [(i["id"], i["overdue"]) for i in overdue.json()["items"]] == [(first_id, True)]
-    # The CLI says so with its exit code.
+    # The CLI says so with its exit codes.
     assert lethe("jobs", "watch", failed["id"], key=acme.admin)[0] == 1
+    rc, out, _ = lethe("requests", "overdue", key=acme.admin)
+    assert rc == 1 and first_id in out
 
     # Building on the uncertified version must be asked for.
     refused = client.post(

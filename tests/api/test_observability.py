@@ -47,6 +47,7 @@ def test_metrics_endpoint(client: TestClient, db: Session, worker_ctx: WorkerCon
     assert 'route="unmatched",status="404"' in text
     assert 'lethe_jobs{kind="validate_model",state="queued"}' in text
     assert 'lethe_queue_depth{queue="cpu"}' in text
+    assert 'lethe_queue_depth{queue="gpu"} 0.0' in text  # an empty queue reads 0, not nothing
     assert "lethe_http_request_duration_seconds_bucket" in text
     done = '{kind="validate_model",state="succeeded"}'
     assert f"lethe_job_duration_seconds_count{done} 1.0" in text
