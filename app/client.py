@@ -150,6 +150,9 @@ class LetheClient:
     def list_models(self, **filters: Any) -> Iterator[dict[str, Any]]:
         yield from self._paginate("/v1/models", filters)
 
+    def list_jobs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        yield from self._paginate("/v1/jobs", filters)
+
     def list_datasets(self, **filters: Any) -> Iterator[dict[str, Any]]:
         yield from self._paginate("/v1/datasets", filters)
 

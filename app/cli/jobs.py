@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from app.cli.common import EXIT_OK, _client, _show, _watch, client_args
+from app.cli.common import EXIT_OK, _client, _listing, _show, _watch, client_args
 
 if TYPE_CHECKING:
     from app.cli.common import SubParsers
@@ -39,3 +39,17 @@ def register(sub: SubParsers) -> None:
     p.add_argument("job_id")
     client_args(p)
     p.set_defaults(func=_show(lambda c, a: c.get_job(a.job_id)))
+    p = jobs.add_parser("list", help="jobs, newest first")
+    p.add_argument("--state", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    p.add_argument("--kind", choices=["validate_model", "unlearn", "purge"])
+    p.add_argument("--lineage")
+    p.add_argument("--model", help="jobs that started from or made this version")
+    client_args(p, listing=True)
+    p.set_defaults(
+        func=_listing(
+            lambda c, a: c.list_jobs(
+                state=a.state, kind=a.kind, lineage_id=a.lineage, model_id=a.model
+            ),
+            ["id", "kind", "state", "method", "attempts", "created_at", "result_model_id"],
+        )
+    )

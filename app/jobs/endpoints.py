@@ -4,19 +4,20 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.db import read_session
-from app.core.deps import SessionDep
+from app.core.deps import SessionDep, SettingsDep
 from app.core.errors import NotFound
+from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.jobs import repository, service
-from app.jobs.schemas import JobOut, Progress
-from app.models.job import TERMINAL_STATES, JobState
+from app.jobs.schemas import JobOut, JobPage, JobSummary, Progress
+from app.models.job import TERMINAL_STATES, JobKind, JobState
 from app.tenants.dependencies import Reader, Writer
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -47,6 +48,35 @@ def job_view(session: Session, tenant_id: str, job_id: str) -> JobOut:
 def _read_job(factory: sessionmaker[Session], tenant_id: str, job_id: str) -> JobOut:
     with read_session(factory) as session:
         return job_view(session, tenant_id, job_id)
+
+
+@router.get("", summary="List jobs, newest first, with filters")
+def list_jobs(
+    principal: Reader,
+    session: SessionDep,
+    settings: SettingsDep,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    limit: PageLimit = 50,
+    state: Annotated[JobState | None, Query()] = None,
+    kind: Annotated[JobKind | None, Query()] = None,
+    lineage_id: Annotated[str | None, Query(max_length=36)] = None,
+    model_id: Annotated[
+        str | None, Query(max_length=36, description="Jobs that started from or made it.")
+    ] = None,
+) -> JobPage:
+    secret = settings.secret_key.get_secret_value()
+    rows = repository.page(
+        session,
+        principal.tenant_id,
+        decode_cursor(secret, cursor) if cursor else None,
+        limit,
+        state=state.value if state else None,
+        kind=kind.value if kind else None,
+        lineage_id=lineage_id,
+        model_id=model_id,
+    )
+    rows, nxt = finish_page(rows, limit, secret)
+    return JobPage(items=[JobSummary.model_validate(r) for r in rows], next_cursor=nxt)
 
 
 # The status poll is the hottest path: async, so that it costs one worker-thread hop (the read)

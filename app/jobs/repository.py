@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
+from app.core.pagination import Cursor, apply_keyset
 from app.models import ForgetRequest, Job, JobTransition
 from app.models.job import JobKind, JobState
 
@@ -14,6 +15,29 @@ from app.models.job import JobKind, JobState
 def get(session: Session, tenant_id: str, job_id: str) -> Job | None:
     job = session.get(Job, job_id)
     return job if job is not None and job.tenant_id == tenant_id else None
+
+
+def page(
+    session: Session,
+    tenant_id: str,
+    cursor: Cursor | None,
+    limit: int,
+    *,
+    state: str | None = None,
+    kind: str | None = None,
+    lineage_id: str | None = None,
+    model_id: str | None = None,
+) -> list[Job]:
+    stmt = select(Job).where(Job.tenant_id == tenant_id)
+    if state is not None:
+        stmt = stmt.where(Job.state == state)
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    if lineage_id is not None:
+        stmt = stmt.where(Job.lineage_id == lineage_id)
+    if model_id is not None:
+        stmt = stmt.where((Job.model_id == model_id) | (Job.result_model_id == model_id))
+    return list(session.scalars(apply_keyset(stmt, Job.created_at, Job.id, cursor, limit)))
 
 
 def get_for_update(session: Session, job_id: str) -> Job | None:

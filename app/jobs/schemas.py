@@ -49,3 +49,28 @@ class JobOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     history: list[TransitionOut] = []
+
+
+class JobSummary(BaseModel):
+    """A job in a listing: its state and result, without history or progress detail."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str
+    state: str
+    model_id: str | None
+    lineage_id: str | None
+    result_model_id: str | None
+    method: str | None
+    queue: str
+    attempts: int
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class JobPage(BaseModel):
+    items: list[JobSummary]
+    next_cursor: str | None
