@@ -14,7 +14,8 @@ from app.core.openapi import multipart_body
 from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.core.uploads import receive_multipart
 from app.datasets import repository, service
-from app.datasets.schemas import DatasetOut, DatasetPage
+from app.datasets.samples import sample_index
+from app.datasets.schemas import DatasetOut, DatasetPage, SampleOut, SamplePage
 from app.tenants.dependencies import Reader, Writer
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
@@ -119,3 +120,25 @@ def download_dataset_file(
         payload={"split": split, "digest": digest, "range": request.headers.get("range")},
     )
     return download_response(request, store, digest, f"{ds.name}-{split}.safetensors")
+
+
+@router.get("/{dataset_id}/samples", summary="The training samples' IDs and labels, in ID order")
+def list_samples(
+    dataset_id: str,
+    principal: Reader,
+    session: SessionDep,
+    store: StoreDep,
+    after: Annotated[
+        int | None, Query(ge=-(2**63), le=2**63 - 1, description="`next_after` of the last page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    label: Annotated[int | None, Query(ge=0, le=100_000, description="Only this class")] = None,
+) -> SamplePage:
+    ds = service.load(session, principal.tenant_id, dataset_id)
+    ids, labels = sample_index(store, ds).page(after=after, limit=limit + 1, label=label)
+    more = len(ids) > limit
+    ids, labels = ids[:limit], labels[:limit]
+    return SamplePage(
+        items=[SampleOut(sample_id=int(i), label=int(y)) for i, y in zip(ids, labels, strict=True)],
+        next_after=int(ids[-1]) if more else None,
+    )

@@ -31,6 +31,17 @@ class SampleIndex:
             return int(self.labels[pos])
         return None
 
+    def page(
+        self, *, after: int | None, limit: int, label: int | None = None
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Up to ``limit`` IDs greater than ``after`` (and their labels), in ID order."""
+        start = 0 if after is None else int(np.searchsorted(self.ids, after, side="right"))
+        ids, labels = self.ids[start:], self.labels[start:]
+        if label is not None:
+            keep = labels == label
+            ids, labels = ids[keep], labels[keep]
+        return ids[:limit], labels[:limit]
+
     def ids_of_classes(self, classes: list[int]) -> NDArray[np.int64]:
         return self.ids[np.isin(self.labels, np.asarray(classes, dtype=np.int64))]
 

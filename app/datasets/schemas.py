@@ -24,9 +24,23 @@ class DatasetOut(BaseModel):
     class_counts: dict[str, int] = Field(description="Training samples per class.")
     test_class_counts: dict[str, int]
     sample_ids_digest: str = Field(description="SHA-256 of the sorted int64 sample IDs.")
+    erased_count: int = Field(default=0, description="Samples erased from the manifest so far.")
+    manifest_version: int = Field(default=1, description="Bumped by every erasure rewrite.")
     created_at: datetime
 
 
 class DatasetPage(BaseModel):
     items: list[DatasetOut]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class SampleOut(BaseModel):
+    sample_id: int
+    label: int
+
+
+class SamplePage(BaseModel):
+    """The manifest's training samples in ID order (what a forget request can name)."""
+
+    items: list[SampleOut]
+    next_after: int | None = Field(description="Pass as `after` for the next page.")
