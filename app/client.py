@@ -203,6 +203,10 @@ class LetheClient:
     def forget_request_group(self, group_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/v1/forget-request-groups/{group_id}"))
 
+    def withdraw_request(self, request_id: str, reason: str) -> dict[str, Any]:
+        path = f"/v1/forget-requests/{request_id}/withdraw"
+        return dict(self.request("POST", path, json={"reason": reason}))
+
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         return dict(self.request("POST", f"/v1/jobs/{job_id}/cancel"))
 

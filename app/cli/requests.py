@@ -22,10 +22,22 @@ def cmd_requests_overdue(args: argparse.Namespace) -> int:
     return EXIT_FAILED if late else EXIT_OK
 
 
+def cmd_requests_withdraw(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        fr = client.withdraw_request(args.request_id, args.reason)
+    print(f"{fr['id']}: {fr['status']}")
+    return EXIT_OK
+
+
 def register(sub: SubParsers) -> None:
     reqs = sub.add_parser("requests", help="forget requests").add_subparsers(
         dest="requests", required=True
     )
+    p = reqs.add_parser("withdraw", help="take an open request back (audited, with a reason)")
+    p.add_argument("request_id")
+    p.add_argument("--reason", required=True)
+    client_args(p)
+    p.set_defaults(func=cmd_requests_withdraw)
     p = reqs.add_parser(
         "overdue", help="open requests past their due date (exit 1 when there is any)"
     )

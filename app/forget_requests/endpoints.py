@@ -18,6 +18,7 @@ from app.forget_requests.schemas import (
     ForgetRequestPage,
     Lineage,
     SkippedLineage,
+    WithdrawIn,
 )
 from app.models import ForgetRequest, ModelVersion
 from app.models.base import utcnow
@@ -167,6 +168,21 @@ def list_forget_requests(
 @router.get("/v1/forget-requests/{request_id}", summary="One forget request")
 def get_forget_request(request_id: str, principal: Reader, session: SessionDep) -> ForgetRequestOut:
     return to_out(service.load(session, principal.tenant_id, request_id))
+
+
+@router.post(
+    "/v1/forget-requests/{request_id}/withdraw",
+    summary="Take an open request back (audited, with a reason); it leaves the clock",
+    responses={409: {"description": "Already answered, or its job is running"}},
+)
+def withdraw_forget_request(
+    request_id: str, body: WithdrawIn, principal: Writer, session: SessionDep
+) -> ForgetRequestOut:
+    return to_out(
+        service.withdraw(
+            session, principal.tenant_id, request_id, reason=body.reason, actor=principal.key_id
+        )
+    )
 
 
 @router.get("/v1/models/{model_id}/lineage", summary="The chain of versions and their requests")

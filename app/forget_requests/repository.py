@@ -22,6 +22,26 @@ def get(session: Session, tenant_id: str, request_id: str) -> ForgetRequest | No
     return fr if fr is not None and fr.tenant_id == tenant_id else None
 
 
+def get_for_update(session: Session, tenant_id: str, request_id: str) -> ForgetRequest | None:
+    stmt = select(ForgetRequest).where(ForgetRequest.id == request_id).with_for_update()
+    fr = session.scalars(stmt).first()
+    return fr if fr is not None and fr.tenant_id == tenant_id else None
+
+
+def orphaned_requests(session: Session, lineage_id: str) -> list[ForgetRequest]:
+    """Pending requests of the lineage whose job was cancelled: no job will answer them."""
+    stmt = (
+        select(ForgetRequest)
+        .join(Job, Job.id == ForgetRequest.job_id)
+        .where(
+            ForgetRequest.lineage_id == lineage_id,
+            ForgetRequest.status == RequestStatus.pending,
+            Job.state == JobState.cancelled,
+        )
+    )
+    return list(session.scalars(stmt.order_by(ForgetRequest.created_at)))
+
+
 def by_idempotency_key(session: Session, tenant_id: str, key: str) -> ForgetRequest | None:
     stmt = select(ForgetRequest).where(
         ForgetRequest.tenant_id == tenant_id, ForgetRequest.idempotency_key == key

@@ -101,6 +101,12 @@ class DatasetForgetRequestIn(ForgetRequestIn):
     )
 
 
+class WithdrawIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, examples=["the data subject withdrew"])
+
+
 class SkippedLineage(BaseModel):
     lineage_id: str
     reason: str

@@ -33,7 +33,7 @@ from app.model_registry import service as models
 from app.models import ForgetRequest, Job, ModelVersion
 from app.models.base import new_id, utcnow
 from app.models.forget_request import RequestStatus
-from app.models.job import JobKind
+from app.models.job import JobKind, JobState
 from app.models.model_version import ModelStatus
 from app.unlearning.config import MethodConfigError, parse_method_config
 
@@ -251,13 +251,15 @@ def _groups(requests: list[ForgetRequest]) -> list[list[ForgetRequest]]:
 
 
 def _to_retry(session: Session, lineage_id: str, chain: list[ModelVersion]) -> list[ForgetRequest]:
-    """Uncertified requests whose versions are not in the chain the new job starts from."""
+    """Open requests that no live job will answer: uncertified ones whose versions are not in
+    the chain the new job starts from, and pending ones whose job was cancelled."""
     in_chain = {v.id for v in chain}
-    return [
+    uncertified = [
         r
         for r in repository.lineage_requests(session, lineage_id, RequestStatus.uncertified)
         if r.result_model_id not in in_chain
     ]
+    return uncertified + repository.orphaned_requests(session, lineage_id)
 
 
 def _carry(
@@ -265,7 +267,18 @@ def _carry(
 ) -> None:
     for r in requests:
         r.job_id = job.id
-        request_states.transition(session, r, RequestStatus.pending, reason=reason, actor=actor)
+        if r.status == RequestStatus.pending:  # its job was cancelled: it only moves
+            audit.record(
+                session,
+                tenant_id=r.tenant_id,
+                actor=actor,
+                action="forget_request.carried",
+                subject_type="forget_request",
+                subject_id=r.id,
+                payload={"job_id": job.id, "reason": reason},
+            )
+        else:
+            request_states.transition(session, r, RequestStatus.pending, reason=reason, actor=actor)
 
 
 def _new_job(
@@ -417,3 +430,32 @@ def group_status(requests: list[ForgetRequest]) -> str:
         if final in statuses:
             return final.value
     return "open"
+
+
+def withdraw(
+    session: Session, tenant_id: str, request_id: str, *, reason: str, actor: str
+) -> ForgetRequest:
+    """The requester takes an open request back: off the clock, audited with the reason. A
+    request whose job is running must wait for it (or cancel it first); a queued job left with
+    no request is cancelled."""
+    fr = repository.get_for_update(session, tenant_id, request_id)
+    if fr is None:
+        raise NotFound(f"No forget request {request_id}.")
+    if RequestStatus(fr.status) not in (RequestStatus.pending, RequestStatus.uncertified):
+        raise Conflict(
+            f"Forget request {request_id} is {fr.status}; only an open one can be withdrawn."
+        )
+    job = session.get(Job, fr.job_id) if fr.job_id else None
+    if job is not None and job.state == JobState.running and fr.status == RequestStatus.pending:
+        raise Conflict(
+            f"Forget request {request_id} is being worked on by job {job.id}; cancel the job"
+            " first (the request then stays pending) or wait for it to end."
+        )
+    request_states.transition(session, fr, RequestStatus.withdrawn, reason=reason, actor=actor)
+    if job is not None and job.state == JobState.queued:
+        others = [r for r in repository.job_requests(session, job.id) if r.id != fr.id]
+        if not any(r.status == RequestStatus.pending for r in others):
+            jobs.end(
+                session, job, JobState.cancelled, "its only request was withdrawn", actor=actor
+            )
+    return fr

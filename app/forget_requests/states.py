@@ -22,13 +22,15 @@ ALLOWED: dict[RequestStatus, frozenset[RequestStatus]] = {
             RequestStatus.uncertified,
             RequestStatus.failed,
             RequestStatus.cancelled,
+            RequestStatus.withdrawn,
         }
     ),
-    # Retried: carried into a later job of the lineage.
-    RequestStatus.uncertified: frozenset({RequestStatus.pending}),
+    # Retried: carried into a later job of the lineage; or taken back.
+    RequestStatus.uncertified: frozenset({RequestStatus.pending, RequestStatus.withdrawn}),
     RequestStatus.completed: frozenset(),
     RequestStatus.failed: frozenset(),
     RequestStatus.cancelled: frozenset(),
+    RequestStatus.withdrawn: frozenset(),
 }
 
 

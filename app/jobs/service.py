@@ -98,10 +98,25 @@ def end(
     if to is JobState.failed:
         job.error = reason
     transition(session, job, to, reason, actor=actor)
-    status = RequestStatus.cancelled if to is JobState.cancelled else RequestStatus.failed
     for request in requests_repo.job_requests(session, job.id):
-        if request.status == RequestStatus.pending:
-            request_states.transition(session, request, status, reason=reason, actor=actor)
+        if request.status != RequestStatus.pending:
+            continue
+        if to is JobState.failed:
+            request_states.transition(
+                session, request, RequestStatus.failed, reason=reason, actor=actor
+            )
+            continue
+        # A cancelled job does not answer its requests: they stay pending, on the clock, and
+        # the lineage's next request carries them; withdrawing one is its own audited act.
+        audit.record(
+            session,
+            tenant_id=request.tenant_id,
+            actor=actor,
+            action="forget_request.job_cancelled",
+            subject_type="forget_request",
+            subject_id=request.id,
+            payload={"job_id": job.id, "reason": reason, "status": request.status},
+        )
     if job.lineage_id is not None and tasks is not None:
         send_next_in_lineage(session, tasks, job.lineage_id)
 

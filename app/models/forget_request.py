@@ -17,7 +17,8 @@ class RequestStatus(StrEnum):
     # and carried into the lineage's next job (back to pending) to be retried.
     uncertified = "uncertified"
     failed = "failed"
-    cancelled = "cancelled"
+    cancelled = "cancelled"  # before requests outlived their cancelled jobs; no longer set
+    withdrawn = "withdrawn"  # the requester took it back (audited, with a reason)
 
 
 # Statuses of a request the service still owes an answer: they count against the deadline.

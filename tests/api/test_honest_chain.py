@@ -183,3 +183,17 @@ def test_a_failed_class_request_is_retried_before_a_later_sample_request(
     assert pred["forgotten"]["cumulative"]["count"] == pred["forgotten"]["this_job"]["count"] + (
         len(digits.sample_ids_of_class(3))
     )
+
+
+def test_a_cancelled_jobs_request_stays_owed_and_rides_with_the_next(
+    client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext, digits_model_id: str
+) -> None:
+    url = f"/v1/models/{digits_model_id}/forget-requests"
+    first = client.post(url, json=FIRST, headers=acme.headers()).json()
+    cancel = client.post(f"/v1/jobs/{first['job_id']}/cancel", headers=acme.headers())
+    assert cancel.json()["state"] == "cancelled"
+    assert request(client, acme, first["id"])["status"] == "pending"
+
+    job = forget_and_run(client, acme, worker_ctx, digits_model_id, SECOND)
+    assert first["id"] in job["request_ids"] and job["outcome"]["verdict"] == "pass"
+    assert request(client, acme, first["id"])["status"] == "completed"

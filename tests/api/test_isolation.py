@@ -72,7 +72,8 @@ def test_other_tenants_resources_answer_404_like_missing_ones(
         assert not unknown, f"add {unknown} to this test so {path} is covered"
         for method in ops:
             # A valid body, so that the answer is about the resource, not the input.
-            body = {"json": {"class_ids": [2]}} if method == "post" else {}
+            valid = {"reason": "x"} if path.endswith("/withdraw") else {"class_ids": [2]}
+            body = {"json": valid} if method == "post" else {}
             own = client.request(
                 method, path.format(**values), headers=acme.headers("admin"), **body
             )

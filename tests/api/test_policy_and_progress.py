@@ -108,11 +108,23 @@ def test_events_stream_and_overdue_requests(
     overdue = client.get("/v1/forget-requests", params={"overdue": True}, headers=acme.headers())
     items = overdue.json()["items"]
     assert [i["id"] for i in items] == [late.id] and items[0]["overdue"] is True
-    # Cancelling the queued job answers at once and closes the request.
+    # Cancelling the queued job answers at once, but does not answer the request: it stays
+    # pending and on the clock until it is withdrawn (its own audited act) or carried.
     cancel = client.post(f"/v1/jobs/{res.json()['job_id']}/cancel", headers=acme.headers())
     assert cancel.json()["state"] == "cancelled"
-    closed = client.get(f"/v1/forget-requests/{late.id}", headers=acme.headers()).json()
-    assert closed["status"] == "cancelled" and not closed["overdue"]
+    still = client.get(f"/v1/forget-requests/{late.id}", headers=acme.headers()).json()
+    assert still["status"] == "pending" and still["overdue"]
+    url = f"/v1/forget-requests/{late.id}/withdraw"
+    assert client.post(url, json={"reason": ""}, headers=acme.headers()).status_code == 422
+    gone = client.post(url, json={"reason": "subject withdrew"}, headers=acme.headers()).json()
+    assert gone["status"] == "withdrawn" and not gone["overdue"] and gone["completed_at"]
+    assert client.post(url, json={"reason": "again"}, headers=acme.headers()).status_code == 409
+    events = client.get(
+        "/v1/audit-events",
+        params={"subject_id": late.id, "action": "forget_request.withdrawn"},
+        headers=acme.headers("auditor"),
+    ).json()["items"]
+    assert events[0]["payload"]["reason"] == "subject withdrew"
 
 
 def test_coalesced_requests_share_one_job(

@@ -230,8 +230,14 @@ def test_cancel_a_running_job_leaves_no_version(
     versions_after = c.get(f"/v1/models/{s.model_id}/lineage", headers=s.keys.headers()).json()
     assert len(versions_after["versions"]) == len(versions_before["versions"])
     fr = c.get(f"/v1/forget-requests/{res.json()['id']}", headers=s.keys.headers()).json()
-    assert fr["status"] == "cancelled"
+    assert fr["status"] == "pending"  # still owed: the next request on the lineage carries it
     assert c.post(f"/v1/jobs/{job_id}/cancel", headers=s.keys.headers()).status_code == 409
+    withdrawn = c.post(
+        f"/v1/forget-requests/{fr['id']}/withdraw",
+        json={"reason": "not needed"},
+        headers=s.keys.headers(),
+    )
+    assert withdrawn.json()["status"] == "withdrawn"
 
 
 def test_cross_tenant_access_answers_404(
