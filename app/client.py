@@ -270,6 +270,12 @@ class LetheClient:
     def tenant_settings(self) -> dict[str, Any]:
         return dict(self.request("GET", "/v1/tenant/settings"))
 
+    def patch_tenant_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
+        return dict(self.request("PATCH", "/v1/tenant/settings", json=changes))
+
+    def effective_settings(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/v1/tenant/settings/effective"))
+
     def put_tenant_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
         return dict(self.request("PUT", "/v1/tenant/settings", json=settings))
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, status
 
 from app.core.db import after_commit
-from app.core.deps import SessionDep
+from app.core.deps import SessionDep, SettingsDep
 from app.tenants import repository, service
 from app.tenants.dependencies import Admin, Reader
 from app.tenants.schemas import (
@@ -11,6 +13,7 @@ from app.tenants.schemas import (
     ApiKeyCreated,
     ApiKeyList,
     ApiKeyOut,
+    EffectiveValue,
     Role,
     TenantSettings,
     WhoAmI,
@@ -33,7 +36,31 @@ def get_tenant_settings(principal: Reader, session: SessionDep) -> TenantSetting
     return service.get_settings(session, principal.tenant_id)
 
 
-@router.put("/tenant/settings", summary="Replace the tenant's unlearning policy settings (admin)")
+@router.get(
+    "/tenant/settings/effective",
+    summary="Every adjustable value as it applies now, and whether tenant or service set it",
+)
+def get_effective_settings(
+    principal: Reader, session: SessionDep, settings: SettingsDep
+) -> dict[str, EffectiveValue]:
+    values = service.effective_settings(session, settings, principal.tenant_id)
+    return {k: EffectiveValue.model_validate(v) for k, v in values.items()}
+
+
+@router.patch(
+    "/tenant/settings",
+    summary="Change some settings (JSON merge patch: null returns a field to the service's value)",
+)
+def patch_tenant_settings(
+    body: dict[str, Any], principal: Admin, session: SessionDep
+) -> TenantSettings:
+    return service.patch_settings(session, principal.tenant_id, body, actor=principal.key_id)
+
+
+@router.put(
+    "/tenant/settings",
+    summary="Replace the tenant's settings (admin): fields left out return to the service's",
+)
 def put_tenant_settings(
     body: TenantSettings, principal: Admin, session: SessionDep
 ) -> TenantSettings:

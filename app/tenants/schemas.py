@@ -72,3 +72,8 @@ class TenantSettings(BaseModel):
         description="Days superseded versions' bytes are kept after a certified forgetting"
         " (0: destroyed at certification); unset uses the service's LETHE_RETENTION_DAYS.",
     )
+
+
+class EffectiveValue(BaseModel):
+    value: bool | float | None
+    source: str = Field(examples=["tenant", "service (LETHE_RETENTION_DAYS)", "default"])

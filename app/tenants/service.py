@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.core import security
+from app.core.config import Settings
 from app.core.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from app.models import ApiKey, Tenant
 from app.models.base import utcnow
@@ -95,6 +99,66 @@ def get_settings(session: Session, tenant_id: str) -> TenantSettings:
     if tenant is None:
         raise NotFound(f"No tenant {tenant_id}.")
     return TenantSettings.model_validate(tenant.settings or {})
+
+
+def effective_settings(
+    session: Session, settings: Settings, tenant_id: str
+) -> dict[str, dict[str, object]]:
+    """Every tenant-adjustable value as it applies now, and where it comes from: the tenant's
+    override, or the service's setting (``LETHE_*``) or built-in default."""
+    own = get_settings(session, tenant_id)
+    out: dict[str, dict[str, object]] = {
+        "fallback_retrain": {
+            "value": own.fallback_retrain,
+            "source": "tenant" if own.fallback_retrain else "default",
+        }
+    }
+    out["retention_days"] = (
+        {"value": own.retention_days, "source": "tenant"}
+        if own.retention_days is not None
+        else {"value": settings.retention_days, "source": "service (LETHE_RETENTION_DAYS)"}
+    )
+    for name in type(own.policy).model_fields:
+        mine = getattr(own.policy, name)
+        out[f"policy.{name}"] = (
+            {"value": mine, "source": "tenant"}
+            if mine is not None
+            else {
+                "value": getattr(settings, f"policy_{name}"),
+                "source": f"service (LETHE_POLICY_{name.upper()})",
+            }
+        )
+    return out
+
+
+def patch_settings(
+    session: Session, tenant_id: str, changes: dict[str, Any], actor: str
+) -> TenantSettings:
+    """Merge ``changes`` into the tenant's settings (JSON merge patch: a null clears an
+    override, so the service's value applies again; fields not named keep their value)."""
+    current = get_settings(session, tenant_id).model_dump(mode="json", exclude_none=True)
+
+    def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+        for key, value in patch.items():
+            if value is None:
+                base.pop(key, None)
+            elif isinstance(value, dict) and isinstance(base.get(key), dict):
+                base[key] = merge(dict(base[key]), value)
+            else:
+                base[key] = value
+        return base
+
+    try:
+        new = TenantSettings.model_validate(merge(current, changes))
+    except ValidationError as exc:
+        raise InvalidInput(
+            "Invalid tenant settings.",
+            errors=[
+                {"field": "body." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()
+            ],
+        ) from None
+    return put_settings(session, tenant_id, new, actor)
 
 
 def put_settings(

@@ -74,11 +74,23 @@ def test_keys_settings_and_audit_through_the_api(lethe: Lethe, acme: TenantKeys)
     rc, _, err = lethe("whoami", key=new_key)
     assert rc == 1 and "revoked" in err
 
-    settings = lethe.json(
+    rc, out, err = lethe(
         "settings", "set", "fallback_retrain=true", "policy.class_fa_max=0.5", key=acme.admin
     )
-    assert settings["fallback_retrain"] is True and settings["policy"]["class_fa_max"] == 0.5
-    assert lethe.json("settings", "show", key=acme.member) == settings
+    assert rc == 0 and "policy.class_fa_max" in out, err
+    shown = lethe.json("settings", "show", "--json", key=acme.member)
+    assert shown["fallback_retrain"] == {"value": True, "source": "tenant"}
+    assert shown["policy.class_fa_max"] == {"value": 0.5, "source": "tenant"}
+    assert shown["policy.class_ta_drop_max"] == {
+        "value": 3.0,
+        "source": "service (LETHE_POLICY_CLASS_TA_DROP_MAX)",
+    }
+    # A set merges: the earlier override survives; null returns a field to the service.
+    assert lethe("settings", "set", "retention_days=2", key=acme.admin)[0] == 0
+    assert lethe("settings", "set", "policy.class_fa_max=null", key=acme.admin)[0] == 0
+    shown = lethe.json("settings", "show", "--json", key=acme.member)
+    assert shown["fallback_retrain"]["value"] is True and shown["retention_days"]["value"] == 2
+    assert shown["policy.class_fa_max"]["source"].startswith("service")
     rc, _, err = lethe("settings", "set", "policy.nope=1", key=acme.admin)
     assert rc == 1 and "policy.nope" in err  # the service names the field it refused
     assert lethe("settings", "set", "no-equals-sign", key=acme.admin)[0] == 2
