@@ -4,6 +4,8 @@
   its task sent again (a lost message, a Redis restart, or a job that waited for its lineage).
 - A ``running`` job whose heartbeat is older than ``heartbeat_timeout_seconds`` lost its worker:
   it goes back to ``queued`` and is re-sent, or fails once it has used ``max_attempts``.
+- Every ten minutes it deletes store files that no row names once they are past their grace
+  period, and logs one line per problem it cannot repair (``app.artifacts.service.sweep_store``).
 
 Every change is made under the row lock, so several sweepers (one per worker) are harmless, and a
 duplicate send is harmless too: a task only claims a job that is still queued.
@@ -18,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from app.artifacts import service as artifacts
 from app.audit import checkpoints
 from app.core.db import session_scope
 from app.erasure import service as erasure
@@ -110,7 +113,7 @@ class SweeperThread(threading.Thread):
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        next_checkpoint = 0.0
+        next_checkpoint = next_store_sweep = 0.0
         while not self._stop_event.wait(self.ctx.settings.sweep_interval_seconds):
             try:
                 sweep_once(self.ctx)
@@ -123,6 +126,16 @@ class SweeperThread(threading.Thread):
                     checkpoints.issue_due_checkpoints(self.ctx.sessionmaker, self.ctx.settings)
                 except Exception:
                     log.exception("audit checkpoints failed; will retry")
+            # Delete orphan files past their grace period (app.artifacts.service.sweep_store).
+            if time.monotonic() >= next_store_sweep:
+                next_store_sweep = time.monotonic() + artifacts.STORE_SWEEP_INTERVAL_SECONDS
+                grace = self.ctx.settings.store_orphan_grace_seconds
+                try:
+                    artifacts.sweep_store(
+                        self.ctx.sessionmaker, self.ctx.store, grace_seconds=grace
+                    )
+                except Exception:
+                    log.exception("store sweep failed; will retry")
 
     def stop(self) -> None:
         self._stop_event.set()

@@ -26,6 +26,7 @@ from app.cli import (
     requests,
     server,
     settings,
+    store,
     verify,
     whoami,
 )
@@ -40,6 +41,7 @@ __all__ = ["build_parser", "main"]
 _COMMANDS = (
     server,
     admin,
+    store,
     datasets,
     whoami,
     forget,

@@ -36,7 +36,7 @@ from app.core.tasks import PURGE, TaskSender
 from app.datasets import manifest
 from app.forget_requests import repository as lineages
 from app.jobs import service as jobs
-from app.models import Artifact, Dataset, DatasetErasure, ErasureReceipt, Job, ModelVersion, Tenant
+from app.models import Dataset, DatasetErasure, ErasureReceipt, Job, ModelVersion, Tenant
 from app.models.base import utcnow
 from app.models.job import JobKind, JobState
 from app.models.model_version import ModelStatus
@@ -159,13 +159,11 @@ def _outcome(job: Job) -> dict[str, Any]:
 
 def _drop_artifact(session: Session, digest: str, out: dict[str, Any]) -> None:
     """Remove the artifact's row when nothing references it any more; its file is deleted by
-    :func:`destroy_pending` after this transaction commits."""
-    if artifacts.is_referenced(session, digest):
+    :func:`destroy_pending` after this transaction commits. The check and the delete run under
+    the digest's lock, which an upload of the same bytes also takes (see
+    :mod:`app.artifacts.service`)."""
+    if not artifacts.drop_row(session, digest):
         return
-    row = session.get(Artifact, digest)
-    if row is not None:
-        session.delete(row)
-        session.flush()
     if digest not in out["pending_deletes"]:
         out["pending_deletes"].append(digest)
 
@@ -342,13 +340,14 @@ def record_manifest_erasure(
 
 
 def destroy_pending(session: Session, store: ArtifactStore, job: Job) -> int:
-    """Step 3: delete the files whose rows earlier steps removed. A digest whose row came back
-    (the same bytes uploaded again) is kept: it is referenced again."""
+    """Step 3: delete the files whose rows earlier steps removed, at once (no grace period). A
+    digest whose row came back (the same bytes uploaded again) is kept: it is referenced again.
+    Each file is deleted under the digest's lock, so an upload of the same bytes that is still
+    committing either registers its row first (the file is kept) or puts the file back."""
     out = _outcome(job)
     deleted = 0
     for digest in out["pending_deletes"]:
-        if session.get(Artifact, digest) is None:
-            store.delete(digest)
+        if artifacts.destroy_file(session, store, digest) == "deleted":
             deleted += 1
     out["deleted_files"] = sorted({*out.get("deleted_files", []), *out["pending_deletes"]})
     out["pending_deletes"] = []

@@ -7,7 +7,10 @@ from app.models.base import Base, CreatedMixin
 
 
 class Artifact(CreatedMixin, Base):
-    """A stored blob, addressed by the SHA-256 of its bytes (shared by every row that uses it)."""
+    """A stored blob, addressed by the SHA-256 of its bytes (shared by every row that uses it).
+
+    A committed row always has its file: rows and files are created and deleted only under the
+    digest's lock, by :mod:`app.artifacts.service` (its docstring has the argument)."""
 
     __tablename__ = "artifacts"
 

@@ -6,7 +6,7 @@ it to its digest, so a reader never sees a partial artifact and an aborted uploa
 
 from __future__ import annotations
 
-from app.core.storage.base import ArtifactStore, StagedBlob, StoreError
+from app.core.storage.base import ArtifactStore, BlobInfo, StagedBlob, StoreError
 from app.core.storage.local import LocalStore
 
 
@@ -19,4 +19,4 @@ def open_store(uri: str) -> ArtifactStore:
     raise StoreError(f"unsupported artifact store scheme {scheme!r}; use file://")
 
 
-__all__ = ["ArtifactStore", "LocalStore", "StagedBlob", "StoreError", "open_store"]
+__all__ = ["ArtifactStore", "BlobInfo", "LocalStore", "StagedBlob", "StoreError", "open_store"]

@@ -4,12 +4,22 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 
 class StoreError(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A file in the store: a blob (``name`` is its digest) or a staging file."""
+
+    name: str
+    size: int
+    mtime: float  # seconds since the epoch: when its bytes were last written
 
 
 class StagedBlob(ABC):
@@ -45,19 +55,28 @@ class StagedBlob(ABC):
 
 
 class ArtifactStore(ABC):
+    """Blobs by digest. The store knows nothing of rows: which blobs are wanted, and when one may
+    be deleted, is decided under the digest's lock by :mod:`app.artifacts.service`, the only
+    caller of :meth:`commit` and :meth:`delete` outside tests."""
+
     @abstractmethod
     def stage(self) -> StagedBlob: ...
 
     @abstractmethod
     def commit(self, staged: StagedBlob) -> bool:
         """Make staged bytes visible under their digest. Returns False when an artifact with
-        that digest already existed (the staged copy is dropped)."""
+        that digest and size already existed (the staged copy is dropped); a file of the wrong
+        size under that name is replaced."""
 
     @abstractmethod
     def exists(self, digest: str) -> bool: ...
 
     @abstractmethod
     def size(self, digest: str) -> int: ...
+
+    @abstractmethod
+    def stat(self, digest: str) -> BlobInfo | None:
+        """Size and modification time of the blob, or None when there is no such file."""
 
     @abstractmethod
     def open(self, digest: str) -> BinaryIO: ...
@@ -68,6 +87,26 @@ class ArtifactStore(ABC):
     @abstractmethod
     def local_file(self, digest: str) -> AbstractContextManager[Path]:
         """A local path to the artifact for the duration of the context (workers read it)."""
+
+    @abstractmethod
+    def iter_blobs(self) -> Iterator[BlobInfo]:
+        """Every blob in the store, in no particular order (for the integrity check)."""
+
+    @abstractmethod
+    def iter_staging(self) -> Iterator[BlobInfo]:
+        """Every staging file (uploads in flight, or left by a process that was killed)."""
+
+    @abstractmethod
+    def delete_staging(self, name: str) -> None:
+        """Remove a staging file named by :meth:`iter_staging`; gone already is fine."""
+
+    def hash(self, digest: str, chunk_size: int = 1024 * 1024) -> str:
+        """The SHA-256 of the stored bytes, read in bounded chunks."""
+        h = hashlib.sha256()
+        with self.open(digest) as fh:
+            while chunk := fh.read(chunk_size):
+                h.update(chunk)
+        return h.hexdigest()
 
     def iter_range(
         self, digest: str, start: int, end: int, chunk_size: int = 1024 * 1024
@@ -84,6 +123,8 @@ class ArtifactStore(ABC):
                 yield chunk
 
     def put_bytes(self, data: bytes) -> str:
+        """Store ``data`` without a row and without the digest's lock (tests and tools): the
+        file is an orphan, which the store sweep deletes after its grace period."""
         staged = self.stage()
         try:
             staged.write(data)

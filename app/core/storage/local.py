@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from app.core.storage.base import ArtifactStore, StagedBlob, StoreError
+from app.core.storage.base import ArtifactStore, BlobInfo, StagedBlob, StoreError
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_STAGED = re.compile(r"^[0-9a-f]{32}\.part$")
 
 
 class _LocalStaged(StagedBlob):
@@ -67,7 +68,9 @@ class LocalStore(ArtifactStore):
     def commit(self, staged: StagedBlob) -> bool:
         staged.finish()
         target = self._path(staged.digest)
-        if target.exists():
+        # A file of another size under this name is damaged (truncated): the staged copy, whose
+        # digest was just computed, replaces it.
+        if target.is_file() and target.stat().st_size == staged.size:
             staged.discard()
             return False
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -81,6 +84,13 @@ class LocalStore(ArtifactStore):
     def size(self, digest: str) -> int:
         return self._path(digest).stat().st_size
 
+    def stat(self, digest: str) -> BlobInfo | None:
+        try:
+            st = self._path(digest).stat()
+        except FileNotFoundError:
+            return None
+        return BlobInfo(digest, st.st_size, st.st_mtime)
+
     def open(self, digest: str) -> BinaryIO:
         return open(self._path(digest), "rb")
 
@@ -93,3 +103,45 @@ class LocalStore(ArtifactStore):
         if not path.is_file():
             raise StoreError(f"artifact {digest} is missing from the store")
         yield path
+
+    def iter_blobs(self) -> Iterator[BlobInfo]:
+        # Names that are not digests (an editor's backup, a stray copy) are not blobs: left be.
+        for prefix in _scandir(self.root / "sha256"):
+            if not prefix.is_dir(follow_symlinks=False):
+                continue
+            for entry in _scandir(Path(prefix.path)):
+                if _DIGEST.match(entry.name) and entry.name[:2] == prefix.name:
+                    info = _info(entry)
+                    if info is not None:
+                        yield info
+
+    def iter_staging(self) -> Iterator[BlobInfo]:
+        for entry in _scandir(self.root / "tmp"):
+            if _STAGED.match(entry.name):
+                info = _info(entry)
+                if info is not None:
+                    yield info
+
+    def delete_staging(self, name: str) -> None:
+        if not _STAGED.match(name):
+            raise StoreError(f"not a staging file name: {name!r}")
+        (self.root / "tmp" / name).unlink(missing_ok=True)
+
+
+def _scandir(path: Path) -> list[os.DirEntry[str]]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except FileNotFoundError:
+        return []
+
+
+def _info(entry: os.DirEntry[str]) -> BlobInfo | None:
+    """The entry's size and mtime; None when it is not a regular file or vanished meanwhile."""
+    try:
+        if not entry.is_file(follow_symlinks=False):
+            return None
+        st = entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return BlobInfo(entry.name, st.st_size, st.st_mtime)
