@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 Augment = Literal["none", "shift", "shift_flip"]
 
@@ -307,3 +307,31 @@ def parse_recipe(raw: dict[str, Any] | None) -> TrainingRecipe:
     except ValidationError as exc:
         field, message = _first_error(exc, "recipe")
         raise MethodConfigError(field, message) from None
+
+
+class ReferenceKitConfig(_Strict):
+    """A per-example membership audit's reference kit: ``k`` shadow models trained with the
+    original's recipe, each on a seeded random half of the training set (see
+    ``shared/spec/privacy_audit.md``). It costs about ``k / 2`` original trainings, once per
+    (training set, architecture, recipe); ``k`` bounds what the audit can resolve."""
+
+    k: int = Field(default=16, ge=2, le=256, description="Number of shadow models.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+
+
+class MembershipAuditConfig(_Strict):
+    """How a model is audited against a reference kit: target false-positive rates, the delta
+    of the empirical epsilon, the Clopper-Pearson confidence of its bounds, and the confidence
+    of the binomial tolerance a sample-wise verdict allows above retrain's flagged share."""
+
+    alphas: tuple[float, ...] = Field(default=(0.01, 0.05), min_length=1, max_length=8)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    confidence: float = Field(default=0.95, ge=0.5, lt=1)
+    tolerance_confidence: float = Field(default=0.99, gt=0, lt=1)
+
+    @field_validator("alphas")
+    @classmethod
+    def _alphas_in_range(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < a < 0.5 for a in value):
+            raise ValueError("every alpha must lie in (0, 0.5)")
+        return value
