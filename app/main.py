@@ -32,6 +32,7 @@ from app.forget_requests.endpoints import router as forget_router
 from app.health.endpoints import router as health_router
 from app.jobs.endpoints import router as jobs_router
 from app.model_registry.endpoints import router as models_router
+from app.reference_kits.endpoints import router as kits_router
 from app.tenants.endpoints import router as tenants_router
 from app.tenants.keycache import KeyCache
 
@@ -159,6 +160,7 @@ def create_app(
         forget_router,
         certificates_router,
         erasure_router,
+        kits_router,
         audit_router,
     ):
         app.include_router(router)

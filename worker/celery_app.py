@@ -36,7 +36,12 @@ def _settings_or_exit() -> Settings:
 
 celery_app = make_celery(_settings_or_exit())
 celery_app.conf.update(
-    include=["worker.tasks.validate_model", "worker.tasks.unlearn", "worker.tasks.purge"]
+    include=[
+        "worker.tasks.validate_model",
+        "worker.tasks.unlearn",
+        "worker.tasks.purge",
+        "worker.tasks.reference_kit",
+    ]
 )
 
 _sweeper: Any = None

@@ -12,25 +12,29 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import save
+from torch import nn
 
 from app import __version__
 from app.certificates import service as certificates
 from app.certificates.policy import Verdict, judge
 from app.core.db import session_scope
+from app.core.storage import StoreError
 from app.fulfilment import service as fulfilment
 from app.fulfilment.service import JobResult, UnlearnPlan
 from app.jobs import service as jobs
 from app.jobs.service import JobFailed
 from app.models.job import JobState
+from app.unlearning.architectures import build_model
 from app.unlearning.config import (
     OriginalTraining,
     RetrainConfig,
     TrainingRecipe,
     parse_method_config,
 )
-from app.unlearning.data import build_split
+from app.unlearning.data import Split, build_split
 from app.unlearning.device import default_device, library_versions
 from app.unlearning.engine import Cancelled, UnlearnResult, evaluate, unlearn
+from app.unlearning.reference_kit import ReferenceKit, ReferenceKitError, audit_model
 from app.unlearning.weights import ModelRejected, build_and_load
 from worker.context import WorkerContext
 from worker.data import DatasetRef, load_manifest
@@ -121,12 +125,15 @@ def compute(
         should_stop=monitor.should_stop,
         reference=reference.as_reference() if reference else None,
     )
+    audited: dict[str, UnlearnResult | None] = {"unlearned": result, "retrained": reference}
+    membership = membership_audit(ctx, p, split, model, audited, device, monitor)
     verdict = judge(
         p.kind,
         original_metrics,
         result.metrics,
         p.thresholds,
         reference.metrics if reference else None,
+        membership,
     )
     final, method, fallback = result, p.method, False
     if not verdict.passed and p.fallback_retrain and p.method != "retrain":
@@ -135,6 +142,13 @@ def compute(
         if reference is None:
             reference = retrain("fallback")
         final, method, fallback = reference, "retrain", True
+        if (
+            membership is not None
+            and "audits" in membership
+            and "retrained" in membership["audits"]
+        ):
+            # What is certified now is the retrained model: its audit is the new version's.
+            membership["audits"]["unlearned"] = membership["audits"]["retrained"]
         verdict = Verdict(
             True,
             [],
@@ -153,12 +167,53 @@ def compute(
         forget_ids=[int(i) for i in split.forget.sample_ids],
         method=method,
         fallback=fallback,
+        membership=membership,
         environment={
             "code_version": __version__,
             "libraries": library_versions(),
             "device": final.record.get("device"),
         },
     )
+
+
+def membership_audit(
+    ctx: WorkerContext,
+    p: UnlearnPlan,
+    split: Split,
+    original: nn.Module,
+    results: dict[str, UnlearnResult | None],
+    device: torch.device,
+    monitor: JobMonitor,
+) -> dict[str, Any] | None:
+    """The per-example audit of the forget set under the original, the unlearned and (when it
+    ran) the retrained model, against the base's reference kit; None without a kit. A kit that
+    cannot audit this set (e.g. it predates samples it does not know) is reported, not fatal."""
+    if p.kit is None:
+        return None
+    monitor.progress({"phase": "membership_audit", "step": 0, "total": 1})
+    header = {
+        "kit": p.kit,
+        "test": "offline likelihood-ratio test per example (LiRA, OUT shadows only); one attack"
+        " family: evidence, not a proof",
+    }
+    try:
+        with ctx.store.local_file(p.kit["digest"]) as path:
+            kit = ReferenceKit.from_safetensors_bytes(path.read_bytes())
+        models: dict[str, nn.Module] = {"original": original}
+        for name, res in results.items():
+            if res is not None:
+                m = build_model(p.base.architecture, p.base.args)
+                m.load_state_dict(res.state_dict)
+                models[name] = m
+        audits = {
+            name: audit_model(kit, m, split.forget, split.test, device=device).as_dict()
+            for name, m in models.items()
+        }
+    except (ReferenceKitError, StoreError, ValueError) as exc:
+        log.warning("job %s: membership audit unavailable: %s", p.job_id, exc)
+        return {**header, "status": "unavailable", "reason": str(exc)}
+    monitor.progress({"phase": "membership_audit", "step": 1, "total": 1})
+    return {**header, "status": "ok", "audits": audits}
 
 
 def commit(

@@ -62,7 +62,7 @@ from app.core.db import after_commit, session_scope
 from app.core.errors import NotFound, RangeNotSatisfiable
 from app.core.storage import ArtifactStore, StagedBlob
 from app.core.uploads import content_digest_header
-from app.models import Artifact, Dataset, DatasetErasure, ModelVersion
+from app.models import Artifact, Dataset, DatasetErasure, ModelVersion, ReferenceKit
 from app.models.model_version import ModelStatus
 
 _log = logging.getLogger(__name__)
@@ -130,7 +130,8 @@ def is_referenced(session: Session, digest: str, *, excluding_model: str | None 
         .select_from(Dataset)
         .where((Dataset.train_digest == digest) | (Dataset.test_digest == digest))
     )
-    return bool(session.scalar(models)) or bool(session.scalar(datasets))
+    kits = select(func.count()).select_from(ReferenceKit).where(ReferenceKit.digest == digest)
+    return any(bool(session.scalar(q)) for q in (models, datasets, kits))
 
 
 def drop_row(session: Session, digest: str) -> bool:

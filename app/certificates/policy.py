@@ -49,12 +49,40 @@ class Verdict:
         return "pass" if self.passed else "fail"
 
 
+def membership_checks(kind: str, membership: dict[str, Any] | None) -> tuple[Any, list[str]]:
+    """The per-example audit's part of the verdict. Sample-wise: at every FPR alpha, the share
+    of the forgotten samples still flagged as members must be at most what a model that never
+    saw them shows (the retrained reference's share when it ran, else alpha) plus the binomial
+    tolerance for the set's size, so an unchanged model whose samples are still flagged fails.
+    Class-wise requests report it only (the spec's reason: the shadows saw other samples of the
+    class, so the one-sided test passes easily there)."""
+    audits = (membership or {}).get("audits")
+    if not audits or "unlearned" not in audits:
+        return "population-only (no reference kit for this manifest and recipe)", []
+    unlearned, retrained = audits["unlearned"], audits.get("retrained")
+    rows, reasons = [], []
+    for i, fig in enumerate(unlearned["alphas"]):
+        alpha = float(fig["alpha"])
+        expected = float(retrained["alphas"][i]["share_flagged"]) if retrained else alpha
+        limit = expected + float(unlearned["tolerance"][str(fig["alpha"])])
+        share = float(fig["share_flagged"])
+        rows.append({"alpha": alpha, "share_flagged": share, "limit": limit})
+        if kind != "class" and share > limit:
+            reasons.append(
+                f"per-example audit: {100 * share:.1f}% of the forgotten samples still look like"
+                f" members at FPR {100 * alpha:g}% (a model that never saw them: at most"
+                f" {100 * limit:.1f}%)"
+            )
+    return {"checked": kind != "class", "by_alpha": rows}, reasons
+
+
 def judge(
     kind: str,
     original: dict[str, float],
     unlearned: dict[str, float],
     thresholds: Thresholds,
     retrained: dict[str, float] | None = None,
+    membership: dict[str, Any] | None = None,
 ) -> Verdict:
     reasons: list[str] = []
     checks: dict[str, Any] = {}
@@ -89,4 +117,6 @@ def judge(
             reasons.append(
                 f"remain accuracy fell {drop:.2f} points (limit {thresholds.sample_ra_drop_max})"
             )
+    checks["membership"], more = membership_checks(kind, membership)
+    reasons += more
     return Verdict(not reasons, reasons, checks)

@@ -41,6 +41,7 @@ def build(
     metrics: dict[str, dict[str, float]],
     thresholds: Thresholds,
     verdict: Verdict,
+    membership: dict[str, Any] | None,
     chain: list[dict[str, Any]],
     issued_at: str,
 ) -> dict[str, Any]:
@@ -75,6 +76,14 @@ def build(
         "run": {k: run.get(k) for k in RUN_FIELDS},
         "environment": environment,
         "metrics": metrics,
+        # Per example when the job had a reference kit; otherwise says the evidence is
+        # population-only, so no one reads more into the metrics than they show.
+        "membership_audit": membership
+        or {
+            "status": "population-only",
+            "reason": "no reference kit for this manifest and recipe: FA, RA, TA and the MIAs are"
+            " population figures, which cannot tell whether these samples were forgotten",
+        },
         "policy": {
             "thresholds": thresholds.as_dict(),
             "verdict": verdict.label,

@@ -132,7 +132,10 @@ def sign_erasure_receipt(
 ) -> dict[str, Any]:
     """A DSSE envelope whose subjects are the destroyed artifacts, by digest."""
     subjects = [
-        {"name": f"{d['kind']}/{d.get('model_id') or d.get('dataset_id')}", "digest": d["digest"]}
+        {
+            "name": f"{d['kind']}/{d.get('model_id') or d.get('kit_id') or d.get('dataset_id')}",
+            "digest": d["digest"],
+        }
         for d in destroyed
     ]
     return signer.sign(

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 VALIDATE_MODEL = "lethe.validate_model"
 UNLEARN = "lethe.unlearn"
 PURGE = "lethe.purge"
+BUILD_REFERENCE_KIT = "lethe.build_reference_kit"
 QUEUES = ("cpu", "gpu")
 
 

@@ -40,6 +40,7 @@ from app.models import Dataset, DatasetErasure, ErasureReceipt, Job, ModelVersio
 from app.models.base import utcnow
 from app.models.job import JobKind, JobState
 from app.models.model_version import ModelStatus
+from app.reference_kits import service as reference_kits
 
 SAFETENSORS = "application/vnd.safetensors"
 # A purge that failed is queued again after this long (the versions stay retired meanwhile).
@@ -320,6 +321,24 @@ def record_manifest_erasure(
     out["erased_sample_ids"] = sorted({*out.get("erased_sample_ids", []), *plan.erase})
     out["samples_held_by_lineages"] = plan.held_by
     _drop_artifact(session, old, out)
+    # The reference kits of the old manifest were computed from shadows trained on the erased
+    # samples: they go too (a new kit can be built on the new manifest).
+    for kit in reference_kits.kits_of_manifest(session, ds.id, old):
+        digest = reference_kits.retire(
+            session, kit, actor=f"job:{job.id}", reason="its manifest lost erased samples"
+        )
+        if digest is not None:
+            out["destroyed"].append(
+                {
+                    "kind": "reference_kit",
+                    "kit_id": kit.id,
+                    "dataset_id": ds.id,
+                    "digest": {"sha256": digest},
+                    "size": kit.size,
+                }
+            )
+            if digest not in out["pending_deletes"]:
+                out["pending_deletes"].append(digest)
     job.outcome = out
     audit.record(
         session,

@@ -35,6 +35,7 @@ from app.models.base import utcnow
 from app.models.forget_request import RequestStatus
 from app.models.job import JobState
 from app.models.model_version import ModelStatus
+from app.reference_kits import service as reference_kits
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class UnlearnPlan:
     started_at: str
     # The steps from the uploaded original to ``base``, for the certificate.
     chain: list[dict[str, Any]] = field(default_factory=list)
+    # The reference kit for the base's manifest and recipe (id, digest, k), when one is ready:
+    # then the job audits its forget set per example.
+    kit: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,8 @@ class JobResult:
     method: str
     fallback: bool
     environment: dict[str, Any] = field(default_factory=dict)
+    # The per-example membership audit (see the certificate's ``membership_audit``).
+    membership: dict[str, Any] | None = None
 
 
 def _request_facts(r: ForgetRequest) -> dict[str, Any]:
@@ -149,7 +155,15 @@ def plan(session: Session, settings: Settings, job_id: str) -> UnlearnPlan:
         thresholds=Thresholds.effective(settings, tenant.settings),
         started_at=(job.started_at or utcnow()).isoformat(),
         chain=_chain(session, ancestry, done),
+        kit=_kit_of(session, head),
     )
+
+
+def _kit_of(session: Session, head: ModelVersion) -> dict[str, Any] | None:
+    kit = reference_kits.ready_kit_for(session, head)
+    if kit is None or kit.digest is None:
+        return None
+    return {"id": kit.id, "digest": kit.digest, "k": kit.k}
 
 
 def _chain(
@@ -258,6 +272,7 @@ def record(
         metrics=result.metrics,
         thresholds=p.thresholds,
         verdict=result.verdict,
+        membership=result.membership,
         chain=[
             *p.chain,
             {

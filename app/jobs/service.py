@@ -15,7 +15,7 @@ from app.audit import service as audit
 from app.core.db import after_commit
 from app.core.errors import Conflict, NotFound
 from app.core.observability import request_id_var
-from app.core.tasks import PURGE, UNLEARN, VALIDATE_MODEL, TaskSender
+from app.core.tasks import BUILD_REFERENCE_KIT, PURGE, UNLEARN, VALIDATE_MODEL, TaskSender
 from app.forget_requests import repository as requests_repo
 from app.forget_requests import states as request_states
 from app.jobs import repository
@@ -29,6 +29,7 @@ TASK_OF: dict[JobKind, str] = {
     JobKind.unlearn: UNLEARN,
     JobKind.validate_model: VALIDATE_MODEL,
     JobKind.purge: PURGE,
+    JobKind.build_reference_kit: BUILD_REFERENCE_KIT,
 }
 
 

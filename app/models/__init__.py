@@ -12,6 +12,7 @@ from app.models.evaluation import Evaluation
 from app.models.forget_request import ForgetRequest
 from app.models.job import Job, JobTransition
 from app.models.model_version import ModelVersion
+from app.models.reference_kit import ReferenceKit
 from app.models.tenant import Tenant
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Job",
     "JobTransition",
     "ModelVersion",
+    "ReferenceKit",
     "SigningKey",
     "Tenant",
 ]

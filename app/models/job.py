@@ -27,6 +27,8 @@ class JobKind(StrEnum):
     # Destroy what a certified forgetting superseded: retired versions' bytes, and the samples
     # every lineage on the dataset has forgotten (a new manifest); then sign a receipt.
     purge = "purge"
+    # Train a reference kit's shadow models for the per-example membership audit.
+    build_reference_kit = "build_reference_kit"
 
 
 class Job(IdMixin, CreatedMixin, Base):

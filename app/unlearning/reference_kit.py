@@ -417,6 +417,7 @@ def build_reference_kit(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     meta: Mapping[str, Any] | None = None,
+    disjoint_ids: bool = True,
 ) -> ReferenceKit:
     """Train ``k`` shadows with ``recipe`` on balanced random halves of ``train_set`` and record
     their ``phi`` on ``train_set`` and on every extra set (which must share no sample ID with it).
@@ -432,7 +433,7 @@ def build_reference_kit(
     for name, ds in extra_sets.items():
         if not _NAME.match(name):
             raise ValueError(f"extra set name {name!r} is not [A-Za-z0-9_-]{{1,64}}")
-        if np.isin(ds.sample_ids, train_set.sample_ids).any():
+        if disjoint_ids and np.isin(ds.sample_ids, train_set.sample_ids).any():
             raise ValueError(f"extra set {name!r} shares sample IDs with the training set")
     in_mask = balanced_halves(len(train_set), k, seed)
     sizes = in_mask.sum(axis=1)

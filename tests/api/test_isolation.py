@@ -18,6 +18,7 @@ PRODUCED_LATER = {
     "/v1/models/{model_id}/certificate",
     "/v1/erasure-receipts/{receipt_id}",
     "/v1/forget-request-groups/{group_id}",
+    "/v1/reference-kits/{kit_id}",
 }
 
 
@@ -52,6 +53,8 @@ def test_other_tenants_resources_answer_404_like_missing_ones(
         "receipt_id": "00000000-0000-0000-0000-000000000001",
         # A dataset-wide request's group (tests/api/test_dataset_requests.py covers it).
         "group_id": "00000000-0000-0000-0000-000000000002",
+        # A reference kit (tests/api/test_membership_gate.py builds one).
+        "kit_id": "00000000-0000-0000-0000-000000000003",
         "sample_id": str(dataset_arrays()["sample_ids"][0]),
         "event_id": client.get("/v1/audit-events", headers=acme.headers("auditor")).json()["items"][
             0
@@ -72,7 +75,13 @@ def test_other_tenants_resources_answer_404_like_missing_ones(
         assert not unknown, f"add {unknown} to this test so {path} is covered"
         for method in ops:
             # A valid body, so that the answer is about the resource, not the input.
-            valid = {"reason": "x"} if path.endswith("/withdraw") else {"class_ids": [2]}
+            valid = (
+                {"reason": "x"}
+                if path.endswith("/withdraw")
+                else {"k": 2}
+                if path.endswith("/reference-kits")
+                else {"class_ids": [2]}
+            )
             body = {"json": valid} if method == "post" else {}
             own = client.request(
                 method, path.format(**values), headers=acme.headers("admin"), **body
