@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 _log = logging.getLogger(__name__)
@@ -40,6 +42,42 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+# What "the database cannot serve us right now" looks like, as opposed to "this statement or its
+# data is wrong" (IntegrityError, DataError, ProgrammingError): the connection was refused or
+# lost, the server is shutting down or out of connections, or the pool had none to give in time.
+# SQLAlchemy wraps the driver's errors; psycopg's own appear where code uses a raw connection.
+UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether *exc* means the database is unreachable or cannot serve right now (a retry later
+    may succeed), rather than that the request or the code was wrong.
+
+    >>> database_unavailable(sa_exc.TimeoutError("QueuePool limit reached"))
+    True
+    >>> database_unavailable(sa_exc.IntegrityError("INSERT ...", {}, Exception("duplicate")))
+    False
+    """
+    if isinstance(exc, UNAVAILABLE_ERRORS):
+        return True
+    # SQLAlchemy recognised a disconnect (and invalidated the pool) under another DBAPI class.
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    """One line saying why: the driver's first line, without SQLAlchemy's statement and link."""
+    orig = exc.orig if isinstance(exc, sa_exc.DBAPIError) else None
+    text = str(orig if orig is not None else exc).strip()
+    first = text.splitlines()[0].strip() if text else ""
+    return f"{type(orig or exc).__name__}: {first}" if first else type(orig or exc).__name__
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -73,7 +111,14 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         yield session
         session.commit()
     except BaseException:
-        session.rollback()
+        try:
+            session.rollback()
+        except Exception as exc:
+            # The connection died under the transaction, and the server rolled it back with it.
+            # Keep the error that ended the unit of work (a 404, a 409) rather than this one,
+            # and still run the rollback hooks: their files belong to no committed row.
+            if not database_unavailable(exc):
+                raise
         run_hooks(session, "on_rollback")
         raise
     else:

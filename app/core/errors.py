@@ -1,7 +1,8 @@
 """One error hierarchy, rendered once as RFC 9457 ``application/problem+json``.
 
 Services raise :class:`LetheError` subclasses; the handlers in :func:`install_handlers` turn them
-(and FastAPI's validation errors, and anything unexpected) into problem documents.
+(and FastAPI's validation errors, a database that cannot be reached, and anything unexpected) into
+problem documents.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.db import UNAVAILABLE_ERRORS, database_unavailable, unavailable_reason
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://lethe.dev/problems/"
@@ -109,6 +112,32 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+# How long a client should wait before retrying while the database is away: the Retry-After of a
+# 503 and (in milliseconds) the `retry:` of an event stream. Short, because a restart or a
+# fail-over takes seconds, and a retry costs the server one refused connection.
+RETRY_AFTER_SECONDS = 5
+
+
+def database_unavailable_error() -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"The database is not available right now; retry in {RETRY_AFTER_SECONDS} seconds."
+    )
+
+
+def log_database_unavailable(method: str, path: str, exc: BaseException) -> None:
+    """One warning line, no traceback: during an outage every request fails the same way, and a
+    traceback each would bury the one line that says why."""
+    log.warning(
+        "database unavailable: %s %s answered 503 (%s)", method, path, unavailable_reason(exc)
+    )
+
+
+def database_unavailable_response(request: Request, exc: BaseException) -> JSONResponse:
+    log_database_unavailable(request.method, request.url.path, exc)
+    body = database_unavailable_error().to_problem(request.url.path)
+    return problem_response(503, body, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(LetheError)
     async def _lethe(request: Request, exc: LetheError) -> JSONResponse:
@@ -153,8 +182,21 @@ def install_handlers(app: FastAPI) -> None:
         err = InvalidInput(f"A value in the request cannot be used: {reason}")
         return problem_response(422, err.to_problem(request.url.path))
 
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # The connection was refused or lost, or the pool had none to give: 503 and Retry-After,
+        # not 500. The session's unit of work has rolled back (or had nothing to roll back).
+        if not database_unavailable(exc):
+            raise exc  # an ordinary database error (a constraint, a bug): the 500 below
+        return database_unavailable_response(request, exc)
+
+    # DBAPIError too: SQLAlchemy may recognise a disconnect under another driver error class.
+    for cls in (*UNAVAILABLE_ERRORS, DBAPIError):
+        app.add_exception_handler(cls, _database)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if database_unavailable(exc):  # raised outside the routes (a middleware)
+            return database_unavailable_response(request, exc)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         err = LetheError("An unexpected error occurred; it has been logged.")
         return problem_response(500, err.to_problem(request.url.path))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.errors import RETRY_AFTER_SECONDS
+
 
 def multipart_body(
     files: dict[str, str], fields: dict[str, tuple[str, Any]], required: list[str]
@@ -67,3 +69,34 @@ def document_body_limit(schema: dict[str, Any], limit_bytes: int) -> None:
                         }
                     },
                 }
+
+
+# Operations that never touch the database, so never answer its 503. /readyz documents its own.
+DATABASE_FREE_PATHS = frozenset({"/healthz"})
+
+
+def document_unavailable(schema: dict[str, Any]) -> None:
+    """Add the ``503`` that :mod:`app.core.errors` answers while the database is unreachable to
+    every operation that reads it (all but :data:`DATABASE_FREE_PATHS`), with its ``Retry-After``
+    header. An operation that documents a 503 of its own keeps it."""
+    for path, operations in schema.get("paths", {}).items():
+        if path in DATABASE_FREE_PATHS:
+            continue
+        for operation in operations.values():
+            operation.setdefault("responses", {}).setdefault(
+                "503",
+                {
+                    "description": "The database is not available right now; retry later",
+                    "headers": {
+                        "Retry-After": {
+                            "description": "Seconds to wait before retrying",
+                            "schema": {"type": "integer", "example": RETRY_AFTER_SECONDS},
+                        }
+                    },
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"},
+                        }
+                    },
+                },
+            )

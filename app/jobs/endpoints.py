@@ -1,19 +1,27 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db import read_session
+from app.core.db import database_unavailable, read_session
 from app.core.deps import SessionDep, SettingsDep
-from app.core.errors import NotFound
+from app.core.errors import (
+    RETRY_AFTER_SECONDS,
+    LetheError,
+    NotFound,
+    database_unavailable_error,
+    log_database_unavailable,
+)
 from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.jobs import repository, service
 from app.jobs.schemas import JobOut, JobPage, JobSummary, Progress
@@ -21,6 +29,7 @@ from app.models.job import TERMINAL_STATES, JobKind, JobState
 from app.tenants.dependencies import Reader, Writer
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+log = logging.getLogger(__name__)
 
 
 def _progress(raw: dict[str, Any]) -> Progress:
@@ -94,40 +103,101 @@ def cancel_job(job_id: str, principal: Writer, session: SessionDep) -> JobOut:
     return job_view(session, principal.tenant_id, job_id)
 
 
+EVENTS_DESCRIPTION = f"""\
+A `text/event-stream` of the job's view (the body of `GET /v1/jobs/{{job_id}}`), sent when it
+changes, until the job ends:
+
+- `event: job`: the view, as JSON. Its `id:` names that snapshot (a digest of it).
+- `event: end`: the job reached a final state; the stream closes. Close the client too: a browser's
+  `EventSource` would otherwise reconnect (and be told `end` again).
+- `event: error`: a problem document (RFC 9457) as JSON, for instance the 503 of a database that
+  stopped answering; the stream closes cleanly. Reconnect after the `retry:` delay; while the
+  database is still away the reconnect answers 503 with `Retry-After`.
+- `: keep-alive` comments every 15 s of silence.
+
+The first block carries `retry: {RETRY_AFTER_SECONDS * 1000}` (milliseconds). A reconnect that
+sends `Last-Event-ID` (as `EventSource` does) resumes after that snapshot: the job's current view
+is sent only if it differs from the one that ID names, so no event is repeated. Intermediate
+views missed while disconnected are not replayed; the view's `history` lists every transition.
+An unknown ID is ignored (the current view is sent).
+"""
+
+
+def _event_id(body: str) -> str:
+    """A snapshot's ID: equal views have equal IDs, whichever process or connection sent them,
+    so a reconnect to any API process resumes correctly. 16 hex digits of SHA-256."""
+    return hashlib.sha256(body.encode()).hexdigest()[:16]
+
+
+def _sse(event: str, data: str, event_id: str | None = None) -> str:
+    return (f"id: {event_id}\n" if event_id else "") + f"event: {event}\ndata: {data}\n\n"
+
+
+def _stream_problem(request: Request, exc: Exception) -> dict[str, Any]:
+    """The problem document of an error inside a running event stream, logged as the exception
+    handlers log it: one line for a database that went away, a traceback for a bug."""
+    path = request.url.path
+    if database_unavailable(exc):
+        log_database_unavailable(request.method, path, exc)
+        return database_unavailable_error().to_problem(path)
+    if isinstance(exc, LetheError):
+        return exc.to_problem(path)
+    log.exception("unhandled error in the event stream of %s", path)
+    return LetheError("An unexpected error occurred; it has been logged.").to_problem(path)
+
+
 @router.get(
     "/{job_id}/events",
     summary="Server-sent events: the job's state and progress until it finishes",
+    description=EVENTS_DESCRIPTION,
     response_class=StreamingResponse,
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def job_events(job_id: str, request: Request, principal: Reader) -> StreamingResponse:
+async def job_events(
+    job_id: str,
+    request: Request,
+    principal: Reader,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            max_length=64,
+            description="The `id:` of the last event received: resume after it.",
+        ),
+    ] = None,
+) -> StreamingResponse:
     factory, tenant_id = request.app.state.sessionmaker, principal.tenant_id
 
     def snapshot() -> str:
         return _read_job(factory, tenant_id, job_id).model_dump_json()
 
-    first = await run_in_threadpool(snapshot)  # a 404 comes before the stream starts
+    first = await run_in_threadpool(snapshot)  # a 404 (or a 503) comes before the stream starts
 
     async def stream() -> AsyncIterator[bytes]:
-        last: str | None = None
-        idle = 0.0
-        body = first
+        last, body, idle = last_event_id, first, 0.0
+        head = f"retry: {RETRY_AFTER_SECONDS * 1000}\n"  # how long to wait before a reconnect
         while True:
             if await request.is_disconnected():
                 return
-            state = json.loads(body)["state"]
-            if body != last:
-                yield f"event: job\ndata: {body}\n\n".encode()
-                last, idle = body, 0.0
-            elif idle >= 15:
-                yield b": keep-alive\n\n"
-                idle = 0.0
-            if JobState(state) in TERMINAL_STATES:
-                yield b"event: end\ndata: {}\n\n"
+            event_id = _event_id(body)
+            if event_id != last:
+                yield (head + _sse("job", body, event_id)).encode()
+                last, head, idle = event_id, "", 0.0
+            elif head or idle >= 15:
+                yield (head + ": keep-alive\n\n").encode()
+                head, idle = "", 0.0
+            if JobState(json.loads(body)["state"]) in TERMINAL_STATES:
+                yield _sse("end", "{}").encode()
                 return
             await asyncio.sleep(0.5)
             idle += 0.5
-            body = await run_in_threadpool(snapshot)
+            try:
+                body = await run_in_threadpool(snapshot)
+            except Exception as exc:
+                # The response has started: no exception handler can answer any more, and an
+                # exception here would cut the chunked body short. Say why, then end cleanly.
+                yield _sse("error", json.dumps(_stream_problem(request, exc))).encode()
+                return
 
     return StreamingResponse(
         stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
