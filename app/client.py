@@ -221,6 +221,17 @@ class LetheClient:
         path = f"/v1/datasets/{dataset_id}/samples/{sample_id}/exposure"
         return dict(self.request("GET", path))
 
+    def request_reference_kit(self, model_id: str, *, k: int = 16, seed: int = 0) -> dict[str, Any]:
+        path = f"/v1/models/{model_id}/reference-kits"
+        return dict(self.request("POST", path, json={"k": k, "seed": seed}))
+
+    def reference_kit(self, kit_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/v1/reference-kits/{kit_id}"))
+
+    def reference_kits(self, **filters: Any) -> list[dict[str, Any]]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return list(self.request("GET", "/v1/reference-kits", params=params)["items"])
+
     def erasure_receipts(self, **filters: Any) -> list[dict[str, Any]]:
         params = {k: v for k, v in filters.items() if v is not None}
         return list(self.request("GET", "/v1/erasure-receipts", params=params)["items"])

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 
 from app.certificates.policy import Thresholds, judge
 from tests import digits
+from tests.api.conftest import Lethe
 from tests.api.test_policy_and_progress import forget_and_run
 from tests.factories import TenantKeys
 from worker.context import WorkerContext
@@ -88,3 +89,13 @@ def test_a_kit_is_built_once_and_audits_later_requests(
     deleted = client.delete(f"/v1/reference-kits/{kit['id']}", headers=acme.headers())
     assert deleted.status_code == 200 and deleted.json()["status"] == "retired"
     assert not worker_ctx.store.exists(built["digest"])
+
+
+def test_the_cli_requests_and_lists_kits(
+    lethe: Lethe, acme: TenantKeys, digits_model_id: str
+) -> None:
+    rc, out, err = lethe("kits", "build", digits_model_id, "--k", "2", key=acme.member)
+    assert rc == 0 and "status: building" in out, err
+    kits = lethe.json("kits", "list", "--json", key=acme.member)
+    assert [(k["k"], k["status"]) for k in kits] == [(2, "building")]
+    assert lethe("kits", "build", "no-such-model", key=acme.member)[0] == 1
