@@ -8,7 +8,7 @@ from app.core.tasks import UNLEARN
 from app.models.job import JobState
 from worker.celery_app import celery_app
 from worker.context import WorkerContext, apply_torch_threads, get_context
-from worker.jobs import claim_in_order, job_log_context
+from worker.jobs import claim_in_order, job_log_context, retry_while_database_away
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def run_job(ctx: WorkerContext, job_id: str, attempt: int) -> None:
     from app.jobs.service import JobFailed
     from app.unlearning.engine import Cancelled
     from worker.monitor import JobMonitor
-    from worker.pipeline import commit, compute, finish_unsuccessfully, plan
+    from worker.pipeline import commit, compute, plan
 
     beat = ctx.settings.heartbeat_interval_seconds
     with JobMonitor(ctx, job_id, attempt, heartbeat_every=beat) as monitor:
@@ -40,18 +40,21 @@ def run_job(ctx: WorkerContext, job_id: str, attempt: int) -> None:
             if monitor.lost:
                 log.warning("job %s was taken over by another worker; dropping result", job_id)
                 return
-            commit(ctx, p, weights, result, monitor)
+            # Training is done: a database outage now must not cost the attempt (the weights
+            # are in memory, and a retry after a lost COMMIT reply finds the job fenced).
+            retry_while_database_away(
+                lambda: commit(ctx, p, weights, result, monitor),
+                what=f"job {job_id}: recording the result",
+            )
         except Cancelled:
             if monitor.lost:
                 return
-            finish_unsuccessfully(
-                ctx, job_id, attempt, JobState.cancelled, "cancelled on request; no new version"
-            )
+            finish(ctx, job_id, attempt, JobState.cancelled, "cancelled on request; no new version")
         except JobFailed as exc:
-            finish_unsuccessfully(ctx, job_id, attempt, JobState.failed, str(exc))
+            finish(ctx, job_id, attempt, JobState.failed, str(exc))
         except Exception as exc:
             log.exception("job %s failed", job_id)
-            finish_unsuccessfully(
+            finish(
                 ctx,
                 job_id,
                 attempt,
@@ -59,3 +62,12 @@ def run_job(ctx: WorkerContext, job_id: str, attempt: int) -> None:
                 f"internal error ({type(exc).__name__}: {exc}); nothing was changed, and the"
                 " request can be submitted again",
             )
+
+
+def finish(ctx: WorkerContext, job_id: str, attempt: int, state: JobState, reason: str) -> None:
+    from worker.pipeline import finish_unsuccessfully
+
+    retry_while_database_away(
+        lambda: finish_unsuccessfully(ctx, job_id, attempt, state, reason),
+        what=f"job {job_id}: recording its end",
+    )
