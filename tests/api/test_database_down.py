@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,89 +25,27 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from app.core.config import Environment, Settings
 from app.core.db import make_engine, make_sessionmaker, session_scope
 from app.core.errors import install_handlers
-from app.core.migrate import upgrade
 from app.core.openapi import document_unavailable
 from app.core.tasks import TaskSender
 from app.main import create_app
 from app.models import Job
 from tests.conftest import REDIS_URL
 from tests.factories import TenantKeys, make_tenant
-
-
-def _pg_bin() -> Path | None:
-    found = shutil.which("pg_ctl")
-    if found:
-        return Path(found).parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), reverse=True)
-    return candidates[0].parent if candidates else None
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL server on a free port. initdb refuses to run as root: as root it
-    runs as the ``postgres`` user, in a directory that user owns."""
-
-    def __init__(self, bin_dir: Path, root: Path) -> None:
-        self.bin_dir, self.root = bin_dir, root
-        self.data, self.log = root / "data", root / "server.log"
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-        self.running = False
-
-    def _run(self, tool: str, *args: str) -> None:
-        argv = [str(self.bin_dir / tool), *args]
-        if os.geteuid() == 0:
-            argv = ["runuser", "-u", "postgres", "--", *argv]
-        subprocess.run(argv, check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        if os.geteuid() == 0:
-            shutil.chown(self.root, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
-
-    def start(self) -> None:
-        options = (
-            f"-c port={self.port} -c listen_addresses=127.0.0.1"
-            f" -c unix_socket_directories={self.root} -c fsync=off"
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
-        self.running = True
-
-    def stop(self) -> None:
-        # Fast: the server terminates its sessions, as a restart or a fail-over does.
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
-        self.running = False
+from tests.private_postgres import PrivatePostgres, private_postgres
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[PrivatePostgres]:
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    # Not under pytest's tmp_path: its parent is private to this user, and the server runs as
-    # another one when the tests run as root.
-    root = Path(tempfile.mkdtemp(prefix="lethe-pg-down-"))
-    server = PrivatePostgres(bin_dir, root)
-    try:
-        server.init()
-        server.start()
-        upgrade(server.url)
+def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
+    with private_postgres(tmp_path_factory.mktemp("private-pg")) as server:
         yield server
-    finally:
-        if server.running:
-            server.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture()
 def db_up(pg: PrivatePostgres) -> Iterator[PrivatePostgres]:
     """The private server, running at the start and at the end of the test."""
-    if not pg.running:
-        pg.start()
+    pg.start()  # a no-op when it runs
     yield pg
-    if not pg.running:
-        pg.start()
+    pg.start()  # a no-op when it runs
 
 
 @pytest.fixture()

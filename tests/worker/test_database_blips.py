@@ -5,15 +5,11 @@ stopped and started under a real worker process; the shared server is never touc
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +26,6 @@ from sqlalchemy.orm import Session
 from app.certificates.signing import generate_key_file
 from app.core.config import Environment, Settings
 from app.core.db import make_engine, make_sessionmaker
-from app.core.migrate import upgrade
 from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.main import create_app
@@ -38,6 +33,7 @@ from app.models import Job
 from app.models.base import utcnow
 from app.models.job import JobKind, JobState
 from tests.factories import make_tenant
+from tests.private_postgres import PrivatePostgres, free_port, private_postgres
 from tests.worker.conftest import WorkerProcess
 from tests.worker.helpers import TERMINAL, register_digits_model, wait_job
 from worker.context import WorkerContext
@@ -53,91 +49,10 @@ HEARTBEAT_TIMEOUT = 10  # seconds; the long outage below lasts longer than this
 LONG_OUTAGE = 12
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _pg_bindir() -> Path | None:
-    if env := os.environ.get("LETHE_TEST_PG_BINDIR"):
-        return Path(env)
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-class PrivatePostgres:
-    """A throwaway PostgreSQL server of this test's own. PostgreSQL refuses to run as root, so
-    as root it runs as the ``postgres`` user from a directory that user owns (pytest's
-    ``tmp_path`` is private to root); otherwise from ``workdir``."""
-
-    def __init__(self, bindir: Path, workdir: Path) -> None:
-        self.bindir = bindir
-        self.port = _free_port()
-        self._as_root = os.geteuid() == 0
-        if self._as_root:
-            self.root = Path(tempfile.mkdtemp(prefix="lethe-pg-"))
-            shutil.chown(self.root, "postgres")
-        else:
-            self.root = workdir / "pg"
-            self.root.mkdir()
-        self.data = self.root / "data"
-        self.logfile = self.root / "server.log"
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/lethe"
-
-    def _run(self, *args: str) -> None:
-        cmd = [str(self.bindir / args[0]), *args[1:]]
-        if self._as_root:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
-        self.start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "lethe")
-
-    def running(self) -> bool:
-        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"]
-        if self._as_root:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
-
-    def start(self) -> None:
-        if self.running():
-            return
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options, "-w",
-                  "start")  # fmt: skip
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def restart(self) -> None:
-        # -l: the new server must not inherit our pipes (run() would wait for it to exit).
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-m", "fast", "-w",
-                  "restart")  # fmt: skip
-
-    def destroy(self) -> None:
-        if self.running():
-            self.stop("immediate")
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def private_pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivatePostgres]:
-    bindir = _pg_bindir()
-    if bindir is None or not (bindir / "pg_ctl").exists():
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
-    server = PrivatePostgres(bindir, tmp_path_factory.mktemp("private-pg"))
-    try:
-        server.init()
-        upgrade(server.url)
+    with private_postgres(tmp_path_factory.mktemp("private-pg")) as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture()
@@ -155,7 +70,7 @@ class RedisServer:
     """A private Redis, so that no other test's tasks reach this worker."""
 
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.proc = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind",
              "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],

@@ -1,0 +1,110 @@
+"""A throwaway PostgreSQL server of a test's own, for chaos tests that stop and restart their
+database: they may do that only to a server they started, never to the shared one.
+
+PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user from a
+directory that user owns (pytest's ``tmp_path`` is private to root)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from app.core.migrate import upgrade
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def pg_bindir() -> Path | None:
+    if env := os.environ.get("LETHE_TEST_PG_BINDIR"):
+        return Path(env)
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL server of this test's own. PostgreSQL refuses to run as root, so
+    as root it runs as the ``postgres`` user from a directory that user owns (pytest's
+    ``tmp_path`` is private to root); otherwise from ``workdir``."""
+
+    def __init__(self, bindir: Path, workdir: Path) -> None:
+        self.bindir = bindir
+        self.port = free_port()
+        self._as_root = os.geteuid() == 0
+        if self._as_root:
+            self.root = Path(tempfile.mkdtemp(prefix="lethe-pg-"))
+            shutil.chown(self.root, "postgres")
+        else:
+            self.root = workdir / "pg"
+            self.root.mkdir()
+        self.data = self.root / "data"
+        self.logfile = self.root / "server.log"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/lethe"
+
+    def _run(self, *args: str) -> None:
+        cmd = [str(self.bindir / args[0]), *args[1:]]
+        if self._as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        subprocess.run(cmd, check=True, capture_output=True, timeout=60)
+
+    def init(self) -> None:
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+        self.start()
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "lethe")
+
+    def running(self) -> bool:
+        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"]
+        if self._as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+
+    def start(self) -> None:
+        if self.running():
+            return
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options, "-w",
+                  "start")  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        # -l: the new server must not inherit our pipes (run() would wait for it to exit).
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-m", "fast", "-w",
+                  "restart")  # fmt: skip
+
+    def destroy(self) -> None:
+        if self.running():
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextmanager
+def private_postgres(workdir: Path) -> Iterator[PrivatePostgres]:
+    """A migrated private server for the duration of the block (skips when PostgreSQL's server
+    binaries are not installed), removed after."""
+    bindir = pg_bindir()
+    if bindir is None or not (bindir / "pg_ctl").exists():
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
+    server = PrivatePostgres(bindir, workdir)
+    try:
+        server.init()
+        upgrade(server.url)
+        yield server
+    finally:
+        server.destroy()
