@@ -18,10 +18,10 @@ COPY pyproject.toml README.md ./
 # Only the dependencies: an empty placeholder package stands in for the code and is removed, so
 # that a code change does not reinstall them (torch is most of the worker image).
 RUN mkdir app worker && touch app/__init__.py worker/__init__.py \
- && pip install . && pip uninstall --yes lethe
+ && pip install . && pip uninstall --yes lethe-unlearning
 
 FROM deps-api AS deps-worker
-RUN pip install ".[worker]" && pip uninstall --yes lethe
+RUN pip install ".[worker]" && pip uninstall --yes lethe-unlearning
 
 # The code, run from source (PYTHONPATH) so that Alembic finds migrations/ beside app/.
 FROM scratch AS source

@@ -24,8 +24,8 @@ from app.core.tasks import worker_command
 
 
 class _ProgressLine:
-    """One progress bar per phase on stderr: redrawn in place on a terminal, and only at
-    quarter marks when the output goes to a file (so logs stay readable)."""
+    """One progress bar per phase on stderr: redrawn in place on a terminal, and one line per
+    phase, when it ends, when the output goes to a file (so logs stay readable)."""
 
     def __init__(self) -> None:
         self.phase: str | None = None
@@ -37,10 +37,11 @@ class _ProgressLine:
         if phase != self.phase:
             self.close()
             self.phase, self.pct = phase, -1
-        quiet = not self.tty and self.pct >= 0 and pct < 100 and pct // 25 == self.pct // 25
-        if pct == self.pct or quiet:
+        if pct == self.pct:
             return
         self.pct = pct
+        if not self.tty and pct < 100:
+            return  # a file gets the phase's line once, at its end (or at close)
         bar = "#" * (pct * 28 // 100)
         line = f"  {phase:<22} [{bar:<28}] {pct:3d}%"
         sys.stderr.write(f"\r{line}" if self.tty else f"{line}\n")
@@ -54,6 +55,9 @@ class _ProgressLine:
     def close(self) -> None:
         if self.phase is not None and self.tty:
             sys.stderr.write("\n")
+        elif self.phase is not None and 0 <= self.pct < 100:
+            # The job moved on (polling saw the phase before its end): it is done; one line.
+            sys.stderr.write(f"  {self.phase:<22} [{'#' * 28}] 100%\n")
         self.phase = None
 
 
@@ -317,6 +321,16 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
                         f"| {title[3:]} | {subject} | {m['FA']:.1f} | {m['RA']:.1f} |"
                         f" {m['TA']:.1f} | {m['MIA_entropy']:.1f} |"
                     )
+            print(
+                "\nHow to read it: FA is accuracy on the forgotten samples, RA on the kept"
+                " training samples, TA on the test split (less the share carved out for"
+                " calibration). A forgotten class should drop to FA near 0. A person's samples"
+                " from classes the model keeps should not: a model that never saw them"
+                " recognises them about as well as test data, so FA near TA (here near 100) is"
+                " the right answer; population figures cannot tell whether *these* samples were"
+                " forgotten, which is what a reference kit's per-example audit is for"
+                " (`lethe kits build`)."
+            )
             print("\n| version | parent | status | forgotten samples | digest |")
             print("|---|---|---|---|---|")
             numbers: dict[str, int] = {}
