@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -40,6 +41,13 @@ def dataset_id(client: TestClient, acme: TenantKeys) -> str:
 
 @pytest.fixture()
 def live(app: FastAPI) -> Iterator[str]:
+    with serve(app) as url:
+        yield url
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """``app`` behind a real uvicorn server in a thread (real sockets and chunked framing)."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

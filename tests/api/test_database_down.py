@@ -9,13 +9,11 @@ import json
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -29,6 +27,7 @@ from app.core.openapi import document_unavailable
 from app.core.tasks import TaskSender
 from app.main import create_app
 from app.models import Job
+from tests.api.conftest import serve
 from tests.conftest import REDIS_URL
 from tests.factories import TenantKeys, make_tenant
 from tests.private_postgres import PrivatePostgres, private_postgres
@@ -169,17 +168,8 @@ def test_unavailable_is_documented_on_every_operation_that_reads_the_database(
 @pytest.fixture()
 def live_down(down_app: FastAPI) -> Iterator[str]:
     """The app behind a real uvicorn server, so that the chunked framing of a stream is real."""
-    config = uvicorn.Config(down_app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve(down_app) as url:
+        yield url
 
 
 def _events(res: httpx.Response) -> Iterator[dict[str, str]]:
