@@ -30,7 +30,7 @@ from app.models import Job
 from tests.api.conftest import serve
 from tests.conftest import REDIS_URL
 from tests.factories import TenantKeys, make_tenant
-from tests.private_postgres import PrivatePostgres, private_postgres
+from tests.private_servers import PrivatePostgres, private_postgres
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ from __future__ import annotations
 import logging
 import secrets
 import shutil
-import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -18,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
@@ -33,7 +30,7 @@ from app.models import Job
 from app.models.base import utcnow
 from app.models.job import JobKind, JobState
 from tests.factories import make_tenant
-from tests.private_postgres import PrivatePostgres, free_port, private_postgres
+from tests.private_servers import PrivatePostgres, RedisServer, free_port, private_postgres
 from tests.worker.conftest import WorkerProcess
 from tests.worker.helpers import TERMINAL, register_digits_model, wait_job
 from worker.context import WorkerContext
@@ -64,32 +61,6 @@ def pg_engine(private_pg: PrivatePostgres) -> Iterator[Engine]:
     with engine.begin() as conn:
         conn.execute(text("UPDATE jobs SET state = 'failed' WHERE claimed_by = 'elsewhere'"))
     engine.dispose()
-
-
-class RedisServer:
-    """A private Redis, so that no other test's tasks reach this worker."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind",
-             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
 
 
 @dataclass
@@ -228,7 +199,8 @@ def test_a_postgres_restart_mid_job_does_not_cost_an_attempt(
 ) -> None:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server binary not installed")
-    broker = RedisServer(tmp_path)
+    broker = RedisServer(free_port(), tmp_path)
+    broker.start()
     generate_key_file(tmp_path / "signing-key.pem")
     settings = Settings(
         environment=Environment.test,

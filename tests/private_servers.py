@@ -1,5 +1,5 @@
-"""A throwaway PostgreSQL server of a test's own, for chaos tests that stop and restart their
-database: they may do that only to a server they started, never to the shared one.
+"""Throwaway PostgreSQL and Redis servers of a test's own, for chaos tests that stop and restart
+them: they may do that only to servers they started, never to the shared ones.
 
 PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user from a
 directory that user owns (pytest's ``tmp_path`` is private to root)."""
@@ -9,14 +9,17 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
 
 from app.core.migrate import upgrade
 
@@ -108,3 +111,46 @@ def private_postgres(workdir: Path) -> Iterator[PrivatePostgres]:
         yield server
     finally:
         server.destroy()
+
+
+class RedisServer:
+    """A private, non-persistent Redis: restarting it loses every queued message."""
+
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
