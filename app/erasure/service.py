@@ -216,12 +216,6 @@ class ManifestErasure:
     held_by: list[str]  # lineages on the dataset that still hold some forgotten sample
 
 
-def forgotten_by(session: Session, version: ModelVersion) -> set[int]:
-    """Every training sample ``version``'s chain forgot."""
-    applied = lineages.requests_applied_in(session, lineages.ancestry(session, version))
-    return {int(i) for r in applied for i in (r.resolved_sample_ids or [])}
-
-
 def plan_manifest_erasure(session: Session, job: Job) -> ManifestErasure | None:
     """Step 2a: the samples every lineage trained on the dataset has forgotten in a certified
     version, less those already erased."""
@@ -240,7 +234,7 @@ def plan_manifest_erasure(session: Session, job: Job) -> ManifestErasure | None:
     forgotten: dict[str, set[int]] = {}
     for lineage_id in roots:
         certified = lineages.lineage_head(session, lineage_id)
-        forgotten[lineage_id] = forgotten_by(session, certified) if certified else set()
+        forgotten[lineage_id] = lineages.forgotten_by(session, certified) if certified else set()
         gone = forgotten[lineage_id] if gone is None else gone & forgotten[lineage_id]
     erased = {int(i) for e in _erasures(session, ds.id) for i in e.erased_ids}
     everywhere = set().union(*forgotten.values()) if forgotten else set()

@@ -118,6 +118,16 @@ def requests_applied_in(session: Session, chain: list[ModelVersion]) -> list[For
     return list(session.scalars(stmt.order_by(ForgetRequest.created_at)))
 
 
+def forgotten_ids(requests: list[ForgetRequest]) -> set[int]:
+    """Every training sample these (applied) requests removed, class-wise ones included."""
+    return {int(i) for r in requests for i in (r.resolved_sample_ids or [])}
+
+
+def forgotten_by(session: Session, version: ModelVersion) -> set[int]:
+    """Every training sample ``version``'s chain forgot."""
+    return forgotten_ids(requests_applied_in(session, ancestry(session, version)))
+
+
 def lineage_requests(
     session: Session, lineage_id: str, status: RequestStatus | None = None
 ) -> list[ForgetRequest]:

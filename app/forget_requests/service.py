@@ -97,8 +97,7 @@ def submit(
     if dataset is None:
         raise NotFound(f"The dataset of model {model_id} is gone.")
     chain = repository.ancestry(session, head)
-    applied = repository.requests_applied_in(session, chain)
-    forgotten = {int(i) for r in applied for i in (r.resolved_sample_ids or [])}
+    forgotten = repository.forgotten_ids(repository.requests_applied_in(session, chain))
 
     class_ids: list[int] | None = None
     sample_ids: list[int] | None = None

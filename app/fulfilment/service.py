@@ -121,7 +121,7 @@ def plan(session: Session, settings: Settings, job_id: str) -> UnlearnPlan:
     job.model_id = head.id
     ancestry = repository.ancestry(session, head)
     done = repository.requests_applied_in(session, ancestry)
-    exclude = sorted({int(i) for r in done for i in (r.resolved_sample_ids or [])})
+    exclude = sorted(repository.forgotten_ids(done))
     gone = sorted({int(c) for r in done if r.kind == "class" for c in (r.class_ids or [])})
     ds = session.get(Dataset, head.dataset_id)
     tenant = session.get(Tenant, job.tenant_id)
