@@ -173,3 +173,44 @@ def test_several_api_processes_share_one_metrics_view(tmp_path: Path) -> None:
         proc.wait(timeout=30)
         log.close()
     assert len(served()) == sent and len({x["pid"] for x in served()}) == 2
+
+
+def test_concurrent_audit_appends_on_sqlite(tmp_path: Path) -> None:
+    """SQLite ignores FOR UPDATE and its driver reads outside a transaction, so a second writer
+    used to read the chain's last link while the first had appended but not committed, then
+    append the same seq: a unique-key 500 (seen once under a fuzzer's concurrent load). Now
+    the second waits for the first and extends the chain after it."""
+    import threading
+
+    from app.audit import service as audit
+
+    app = create_app(Settings(data_dir=tmp_path / "lethe"))
+    with TestClient(app):  # the lifespan migrates the SQLite file
+        pass
+    factory = app.state.sessionmaker
+    with factory() as session:
+        tenant, _, _ = tenants.create_tenant(session, "race")
+        session.commit()
+    first = factory()
+    event = {"tenant_id": tenant.id, "subject_type": "tenant", "subject_id": tenant.id}
+    a = audit.record(first, actor="a", action="test.first", **event)
+    second: dict[str, object] = {}
+
+    def append() -> None:
+        with factory() as s:
+            try:
+                second["seq"] = audit.record(s, actor="b", action="test.second", **event).seq
+                s.commit()
+            except Exception as exc:  # the failure this test exists for
+                second["error"] = exc
+
+    thread = threading.Thread(target=append)
+    thread.start()
+    time.sleep(0.5)  # the second writer is now waiting on (or past) its read of the chain
+    first.commit()
+    first.close()
+    thread.join(timeout=30)
+    assert "error" not in second, second
+    assert second["seq"] == a.seq + 1
+    with factory() as session:
+        assert audit.verify(session, tenant.id).ok

@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit.service import GENESIS
 from app.certificates.signing import Signer, public_pem
+from app.core.db import lock_for_write
 from app.models import AuditCheckpoint, AuditEvent, SigningKey, Tenant
 from app.models.base import utcnow
 
@@ -118,6 +119,7 @@ def issue(session: Session, signer: Signer, tenant_id: str) -> dict[str, Any]:
     is still the head when the transaction commits (unless the caller records more after it).
     """
     # The same lock audit.record takes: the head cannot move while it is being signed.
+    lock_for_write(session)
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
     head = session.scalars(
         select(AuditEvent)
@@ -192,6 +194,7 @@ def issue_due_checkpoints(
     issued = 0
     for tenant_id in due:
         with session_scope(factory) as s:
+            lock_for_write(s)
             s.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
             last = latest(s, tenant_id)
             head = s.scalar(

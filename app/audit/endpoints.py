@@ -18,6 +18,7 @@ from app.audit.schemas import (
 from app.core.deps import SessionDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.openapi import PROBLEM_RESPONSES
+from app.core.params import Cursor, IdFilter, TextFilter
 from app.models import AuditEvent
 from app.tenants.dependencies import Auditor
 
@@ -49,11 +50,11 @@ def _decode(token: str, kind: str = "seq") -> int:
 def list_events(
     principal: Auditor,
     session: SessionDep,
-    cursor: Annotated[str | None, Query()] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    action: Annotated[str | None, Query(description="e.g. job.succeeded")] = None,
-    subject_id: Annotated[str | None, Query()] = None,
-    actor: Annotated[str | None, Query()] = None,
+    action: Annotated[str | None, Query(max_length=200, description="e.g. job.succeeded")] = None,
+    subject_id: IdFilter = None,
+    actor: TextFilter = None,
     since: Annotated[datetime | None, Query()] = None,
 ) -> AuditPage:
     stmt = select(AuditEvent).where(AuditEvent.tenant_id == principal.tenant_id)
@@ -109,7 +110,7 @@ def get_event(
 def list_checkpoints(
     principal: Auditor,
     session: SessionDep,
-    cursor: Annotated[str | None, Query()] = None,
+    cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> CheckpointPage:
     before = _decode(cursor, "id") if cursor else None

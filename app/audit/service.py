@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.db import lock_for_write
 from app.models import AuditEvent, Tenant
 from app.models.base import utcnow
 
@@ -66,6 +67,7 @@ def record(
 ) -> AuditEvent:
     """Append an event in the caller's transaction (it commits or rolls back with the change)."""
     # Lock the tenant row so concurrent writers extend the chain one at a time.
+    lock_for_write(session)
     session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
     last = session.scalars(
         select(AuditEvent)

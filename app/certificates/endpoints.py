@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from app.audit import service as audit
 from app.certificates import service
 from app.core.deps import SessionDep
+from app.core.params import ResourceId
 from app.model_registry import service as models
 from app.tenants.dependencies import Reader
 
@@ -39,7 +40,7 @@ class SigningKeys(BaseModel):
     "/v1/models/{model_id}/certificate",
     summary="The signed certificate of an unlearned version (DSSE envelope)",
 )
-def get_certificate(model_id: str, principal: Reader, session: SessionDep) -> Envelope:
+def get_certificate(model_id: ResourceId, principal: Reader, session: SessionDep) -> Envelope:
     mv = models.load(session, principal.tenant_id, model_id)
     cert = service.for_model(session, principal.tenant_id, mv.id)
     audit.record(

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,6 +42,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def lock_for_write(session: Session) -> None:
+    """Make a following ``SELECT … FOR UPDATE`` serialise writers on SQLite as it does on
+    PostgreSQL (a no-op there).
+
+    SQLite ignores ``FOR UPDATE``, and its Python driver runs a ``SELECT`` outside any
+    transaction, so two requests could both read the audit chain's last ``seq`` and both append
+    the next one (a unique-key 500 seen under concurrent load in embedded mode). A write that
+    changes nothing still takes the database's write lock (waiting up to ``busy_timeout`` for
+    another writer), so the read that follows sees the newest rows and nobody else can write
+    until this transaction ends. ``alembic_version`` exists in every migrated database.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
 
 
 # What "the database cannot serve us right now" looks like, as opposed to "this statement or its

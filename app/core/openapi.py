@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.errors import RETRY_AFTER_SECONDS
+from app.core.uploads import MAX_FIELD_BYTES
 
 
 def multipart_body(
@@ -17,10 +18,16 @@ def multipart_body(
         for name, desc in files.items()
     }
     for name, (desc, example) in fields.items():
-        properties[name] = {"type": "string", "description": desc, "example": example}
+        properties[name] = {
+            "type": "string",
+            "maxLength": MAX_FIELD_BYTES,
+            "description": desc,
+            "example": example,
+        }
     for name in files:
         properties[f"{name}_sha256"] = {
             "type": "string",
+            "maxLength": 64,
             "pattern": "^[0-9a-f]{64}$",
             "description": f"Optional expected SHA-256 (hex) of `{name}`; checked on receipt.",
         }

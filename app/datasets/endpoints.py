@@ -12,6 +12,7 @@ from app.core.deps import SessionDep, SettingsDep, StoreDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.openapi import multipart_body
 from app.core.pagination import PageLimit, decode_cursor, finish_page
+from app.core.params import Cursor, ResourceId
 from app.core.uploads import receive_multipart
 from app.datasets import repository, service
 from app.datasets.samples import sample_index
@@ -75,9 +76,11 @@ def list_datasets(
     principal: Reader,
     session: SessionDep,
     settings: SettingsDep,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: Cursor = None,
     limit: PageLimit = 50,
-    name: Annotated[str | None, Query(description="Only datasets with this name")] = None,
+    name: Annotated[
+        str | None, Query(max_length=200, description="Only datasets with this name")
+    ] = None,
 ) -> DatasetPage:
     secret = settings.secret_key.get_secret_value()
     parsed = decode_cursor(secret, cursor) if cursor else None
@@ -88,7 +91,7 @@ def list_datasets(
 
 
 @router.get("/{dataset_id}", summary="One dataset")
-def get_dataset(dataset_id: str, principal: Reader, session: SessionDep) -> DatasetOut:
+def get_dataset(dataset_id: ResourceId, principal: Reader, session: SessionDep) -> DatasetOut:
     return DatasetOut.model_validate(service.load(session, principal.tenant_id, dataset_id))
 
 
@@ -99,7 +102,7 @@ def get_dataset(dataset_id: str, principal: Reader, session: SessionDep) -> Data
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Part"}},
 )
 def download_dataset_file(
-    dataset_id: str,
+    dataset_id: ResourceId,
     split: Literal["train", "test"],
     request: Request,
     principal: Reader,
@@ -124,7 +127,7 @@ def download_dataset_file(
 
 @router.get("/{dataset_id}/samples", summary="The training samples' IDs and labels, in ID order")
 def list_samples(
-    dataset_id: str,
+    dataset_id: ResourceId,
     principal: Reader,
     session: SessionDep,
     store: StoreDep,

@@ -13,6 +13,7 @@ from app.certificates.endpoints import Envelope
 from app.core.deps import SessionDep
 from app.core.errors import NotFound
 from app.core.openapi import PROBLEM_RESPONSES
+from app.core.params import ResourceId
 from app.models import ErasureReceipt
 from app.tenants.dependencies import Reader
 
@@ -65,7 +66,7 @@ def list_receipts(
     "/v1/erasure-receipts/{receipt_id}",
     summary="A signed erasure receipt (DSSE envelope); `lethe verify` checks it offline",
 )
-def get_receipt(receipt_id: str, principal: Reader, session: SessionDep) -> Envelope:
+def get_receipt(receipt_id: ResourceId, principal: Reader, session: SessionDep) -> Envelope:
     receipt = session.get(ErasureReceipt, receipt_id)
     if receipt is None or receipt.tenant_id != principal.tenant_id:
         raise NotFound(f"No erasure receipt {receipt_id}.")

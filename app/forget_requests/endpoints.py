@@ -7,6 +7,7 @@ from fastapi import APIRouter, Header, Path, Query, Response, status
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
 from app.core.errors import NotFound
 from app.core.pagination import PageLimit, decode_cursor, finish_page
+from app.core.params import Cursor, IdFilter, ResourceId
 from app.forget_requests import lineage as lineage_views
 from app.forget_requests import repository, service
 from app.forget_requests.schemas import (
@@ -46,7 +47,7 @@ def to_out(fr: ForgetRequest) -> ForgetRequestOut:
     },
 )
 def submit_forget_request(
-    model_id: str,
+    model_id: ResourceId,
     body: ForgetRequestIn,
     response: Response,
     principal: Writer,
@@ -84,7 +85,7 @@ def submit_forget_request(
     responses={409: {"description": "No model trained on the dataset can take a request yet"}},
 )
 def submit_dataset_forget_request(
-    dataset_id: str,
+    dataset_id: ResourceId,
     body: DatasetForgetRequestIn,
     response: Response,
     principal: Writer,
@@ -143,13 +144,13 @@ def list_forget_requests(
     principal: Reader,
     session: SessionDep,
     settings: SettingsDep,
-    cursor: Annotated[str | None, Query()] = None,
+    cursor: Cursor = None,
     limit: PageLimit = 50,
     overdue: Annotated[
         bool, Query(description="Only pending requests past their due date")
     ] = False,
     status: Annotated[RequestStatus | None, Query()] = None,
-    lineage_id: Annotated[str | None, Query()] = None,
+    lineage_id: IdFilter = None,
 ) -> ForgetRequestPage:
     secret = settings.secret_key.get_secret_value()
     rows = repository.page(
@@ -166,7 +167,9 @@ def list_forget_requests(
 
 
 @router.get("/v1/forget-requests/{request_id}", summary="One forget request")
-def get_forget_request(request_id: str, principal: Reader, session: SessionDep) -> ForgetRequestOut:
+def get_forget_request(
+    request_id: ResourceId, principal: Reader, session: SessionDep
+) -> ForgetRequestOut:
     return to_out(service.load(session, principal.tenant_id, request_id))
 
 
@@ -176,7 +179,7 @@ def get_forget_request(request_id: str, principal: Reader, session: SessionDep) 
     responses={409: {"description": "Already answered, or its job is running"}},
 )
 def withdraw_forget_request(
-    request_id: str, body: WithdrawIn, principal: Writer, session: SessionDep
+    request_id: ResourceId, body: WithdrawIn, principal: Writer, session: SessionDep
 ) -> ForgetRequestOut:
     return to_out(
         service.withdraw(
@@ -186,7 +189,7 @@ def withdraw_forget_request(
 
 
 @router.get("/v1/models/{model_id}/lineage", summary="The chain of versions and their requests")
-def get_lineage(model_id: str, principal: Reader, session: SessionDep) -> Lineage:
+def get_lineage(model_id: ResourceId, principal: Reader, session: SessionDep) -> Lineage:
     return lineage_views.lineage(session, principal.tenant_id, model_id)
 
 
@@ -195,7 +198,7 @@ def get_lineage(model_id: str, principal: Reader, session: SessionDep) -> Lineag
     summary="Which model versions still carry a sample, and which have forgotten it",
 )
 def get_exposure(
-    dataset_id: str,
+    dataset_id: ResourceId,
     sample_id: Annotated[int, Path(ge=-(2**63), le=2**63 - 1)],
     principal: Reader,
     session: SessionDep,

@@ -5,6 +5,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.db import lock_for_write
 from app.core.pagination import Cursor, apply_keyset
 from app.models import DatasetErasure, ForgetRequest, Job, ModelVersion
 from app.models.forget_request import OPEN_STATUSES, RequestStatus
@@ -23,6 +24,7 @@ def get(session: Session, tenant_id: str, request_id: str) -> ForgetRequest | No
 
 
 def get_for_update(session: Session, tenant_id: str, request_id: str) -> ForgetRequest | None:
+    lock_for_write(session)
     stmt = select(ForgetRequest).where(ForgetRequest.id == request_id).with_for_update()
     fr = session.scalars(stmt).first()
     return fr if fr is not None and fr.tenant_id == tenant_id else None
@@ -143,6 +145,7 @@ def job_requests(session: Session, job_id: str) -> list[ForgetRequest]:
 
 
 def queued_jobs_for_update(session: Session, lineage_id: str) -> list[Job]:
+    lock_for_write(session)
     stmt = (
         select(Job)
         .where(

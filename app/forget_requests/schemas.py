@@ -34,9 +34,9 @@ class ForgetRequestIn(BaseModel):
     sample_ids: list[SampleId] | None = Field(
         default=None, max_length=1_000_000, description="Forget these training samples."
     )
-    method: str = Field(default="sfr_on", examples=["sfr_on", "retrain", "salun"])
+    method: str = Field(default="sfr_on", max_length=64, examples=["sfr_on", "retrain", "salun"])
     config: dict[str, Any] = Field(
-        default_factory=dict, description="The method's hyperparameters."
+        default_factory=dict, max_length=64, description="The method's hyperparameters."
     )
     reference_eval: bool = Field(
         default=False, description="Also retrain from scratch and report the gap to it."

@@ -23,6 +23,7 @@ from app.core.errors import (
     log_database_unavailable,
 )
 from app.core.pagination import PageLimit, decode_cursor, finish_page
+from app.core.params import Cursor, ResourceId
 from app.jobs import repository, service
 from app.jobs.schemas import JobOut, JobPage, JobSummary, Progress
 from app.models.job import TERMINAL_STATES, JobKind, JobState
@@ -64,7 +65,7 @@ def list_jobs(
     principal: Reader,
     session: SessionDep,
     settings: SettingsDep,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: Cursor = None,
     limit: PageLimit = 50,
     state: Annotated[JobState | None, Query()] = None,
     kind: Annotated[JobKind | None, Query()] = None,
@@ -91,14 +92,14 @@ def list_jobs(
 # The status poll is the hottest path: async, so that it costs one worker-thread hop (the read)
 # rather than one per dependency, and it opens no unit of work because it writes nothing.
 @router.get("/{job_id}", summary="A job's state, phase, progress, ETA and history")
-async def get_job(job_id: str, principal: Reader, request: Request) -> JobOut:
+async def get_job(job_id: ResourceId, principal: Reader, request: Request) -> JobOut:
     return await run_in_threadpool(
         _read_job, request.app.state.sessionmaker, principal.tenant_id, job_id
     )
 
 
 @router.post("/{job_id}/cancel", summary="Cancel a queued or running job")
-def cancel_job(job_id: str, principal: Writer, session: SessionDep) -> JobOut:
+def cancel_job(job_id: ResourceId, principal: Writer, session: SessionDep) -> JobOut:
     service.cancel(session, principal.tenant_id, job_id, actor=principal.key_id)
     return job_view(session, principal.tenant_id, job_id)
 
@@ -154,7 +155,7 @@ def _stream_problem(request: Request, exc: Exception) -> dict[str, Any]:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def job_events(
-    job_id: str,
+    job_id: ResourceId,
     request: Request,
     principal: Reader,
     last_event_id: Annotated[

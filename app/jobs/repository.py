@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
+from app.core.db import lock_for_write
 from app.core.pagination import Cursor, apply_keyset
 from app.models import ForgetRequest, Job, JobTransition
 from app.models.job import JobKind, JobState
@@ -41,7 +42,8 @@ def page(
 
 
 def get_for_update(session: Session, job_id: str) -> Job | None:
-    """Lock the row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serialises writers)."""
+    """Lock the row (``SELECT ... FOR UPDATE``; on SQLite the database's write lock)."""
+    lock_for_write(session)
     return session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
 
 

@@ -12,6 +12,7 @@ from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
 from app.core.errors import Conflict, Gone, InvalidInput
 from app.core.openapi import multipart_body
 from app.core.pagination import PageLimit, decode_cursor, finish_page
+from app.core.params import Cursor, IdFilter, ResourceId, TextFilter
 from app.core.uploads import receive_multipart
 from app.model_registry import repository, service
 from app.model_registry.schemas import MODEL_SPEC_EXAMPLE, ModelOut, ModelPage
@@ -81,12 +82,12 @@ def list_models(
     principal: Reader,
     session: SessionDep,
     settings: SettingsDep,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page")] = None,
+    cursor: Cursor = None,
     limit: PageLimit = 50,
     status: Annotated[ModelStatus | None, Query(description="Filter by status")] = None,
-    dataset_id: Annotated[str | None, Query()] = None,
-    architecture: Annotated[str | None, Query()] = None,
-    lineage_id: Annotated[str | None, Query()] = None,
+    dataset_id: IdFilter = None,
+    architecture: TextFilter = None,
+    lineage_id: IdFilter = None,
 ) -> ModelPage:
     secret = settings.secret_key.get_secret_value()
     rows = repository.page(
@@ -104,7 +105,7 @@ def list_models(
 
 
 @router.get("/{model_id}", summary="One model version")
-def get_model(model_id: str, principal: Reader, session: SessionDep) -> ModelOut:
+def get_model(model_id: ResourceId, principal: Reader, session: SessionDep) -> ModelOut:
     mv = service.load(session, principal.tenant_id, model_id)
     out = ModelOut.model_validate(mv)
     out.validation_job_id = repository.validation_job_id(session, mv.id)
@@ -122,7 +123,7 @@ def get_model(model_id: str, principal: Reader, session: SessionDep) -> ModelOut
     },
 )
 def download_weights(
-    model_id: str,
+    model_id: ResourceId,
     request: Request,
     principal: Reader,
     session: SessionDep,

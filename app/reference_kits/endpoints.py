@@ -7,6 +7,7 @@ from sqlalchemy import select
 
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
 from app.core.openapi import PROBLEM_RESPONSES
+from app.core.params import ResourceId
 from app.models import ReferenceKit
 from app.reference_kits import service
 from app.reference_kits.schemas import ReferenceKitIn, ReferenceKitList, ReferenceKitOut
@@ -23,7 +24,7 @@ router = APIRouter(tags=["reference kits"], responses=PROBLEM_RESPONSES)
     responses={200: {"description": "An equal kit is ready or being built already"}},
 )
 def request_kit(
-    model_id: str,
+    model_id: ResourceId,
     body: ReferenceKitIn,
     response: Response,
     principal: Writer,
@@ -61,7 +62,7 @@ def list_kits(
 
 
 @router.get("/v1/reference-kits/{kit_id}", summary="One reference kit")
-def get_kit(kit_id: str, principal: Reader, session: SessionDep) -> ReferenceKitOut:
+def get_kit(kit_id: ResourceId, principal: Reader, session: SessionDep) -> ReferenceKitOut:
     return ReferenceKitOut.model_validate(service.load(session, principal.tenant_id, kit_id))
 
 
@@ -70,7 +71,7 @@ def get_kit(kit_id: str, principal: Reader, session: SessionDep) -> ReferenceKit
     summary="Retire a kit and destroy its bytes (jobs then report population-only evidence)",
 )
 def delete_kit(
-    kit_id: str, principal: Writer, session: SessionDep, store: StoreDep
+    kit_id: ResourceId, principal: Writer, session: SessionDep, store: StoreDep
 ) -> ReferenceKitOut:
     service.delete(session, store, principal.tenant_id, kit_id, principal.key_id)
     return ReferenceKitOut.model_validate(service.load(session, principal.tenant_id, kit_id))

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, status
+from fastapi import APIRouter, Body, Request, status
 
 from app.core.db import after_commit
 from app.core.deps import SessionDep, SettingsDep
+from app.core.params import ResourceId
 from app.tenants import repository, service
 from app.tenants.dependencies import Admin, Reader
 from app.tenants.schemas import (
@@ -52,7 +53,16 @@ def get_effective_settings(
     summary="Change some settings (JSON merge patch: null returns a field to the service's value)",
 )
 def patch_tenant_settings(
-    body: dict[str, Any], principal: Admin, session: SessionDep
+    # A merge patch of TenantSettings: a handful of fields, so a few dozen keys is plenty.
+    body: Annotated[
+        dict[str, Any],
+        Body(
+            max_length=32,
+            examples=[{"policy": {"sample_ra_drop_max": 2.0}, "retention_days": None}],
+        ),
+    ],
+    principal: Admin,
+    session: SessionDep,
 ) -> TenantSettings:
     return service.patch_settings(session, principal.tenant_id, body, actor=principal.key_id)
 
@@ -86,7 +96,9 @@ def create_key(body: ApiKeyCreate, principal: Admin, session: SessionDep) -> Api
 
 
 @router.delete("/api-keys/{key_id}", summary="Revoke an API key (admin)")
-def revoke_key(key_id: str, principal: Admin, session: SessionDep, request: Request) -> ApiKeyOut:
+def revoke_key(
+    key_id: ResourceId, principal: Admin, session: SessionDep, request: Request
+) -> ApiKeyOut:
     key = service.revoke_key(session, principal.tenant_id, key_id, actor=principal.key_id)
     # Only once the revocation is committed: dropping it earlier would let a concurrent request
     # re-cache the key from the old row.
