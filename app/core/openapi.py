@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from app.core.body_limit import MULTIPART
 from app.core.errors import RETRY_AFTER_SECONDS
 from app.core.uploads import MAX_FIELD_BYTES
 
@@ -107,3 +109,75 @@ def document_unavailable(schema: dict[str, Any]) -> None:
                     },
                 },
             )
+
+
+_PROBLEM_CONTENT: dict[str, Any] = {
+    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+}
+
+# What each error status means wherever the API can answer it; an operation's own description
+# of a status (a route's `responses=`) is kept, only its content is made the problem document.
+_ERROR_MEANING: dict[int, str] = {
+    400: "The body is not parseable (malformed JSON)",
+    401: "Missing, unknown or revoked API key",
+    403: "The key's role does not allow this",
+    404: "No such resource in this tenant (another tenant's IDs answer the same)",
+    409: "The request conflicts with the resource's current state",
+    413: "The body or an uploaded part is larger than the configured limit",
+    415: "The body's media type is not the one this operation takes",
+    416: "The Range header asks for bytes outside the artifact",
+    422: "Invalid input (the problem lists the fields)",
+}
+
+_WRITE_METHODS = frozenset({"post", "put", "patch", "delete"})
+
+
+def _errors_of(operation: dict[str, Any], method: str) -> set[int]:
+    """The error statuses an operation can answer, from its shape: authentication, parameters,
+    body, streamed uploads and ranged downloads each bring theirs."""
+    codes: set[int] = set()
+    responses = operation.get("responses", {})
+    body = operation.get("requestBody", {}).get("content", {})
+    if operation.get("security"):
+        codes |= {401, 403, 404}
+    if operation.get("parameters") or body:
+        codes.add(422)
+    if body and MULTIPART not in body:
+        codes.add(400)  # malformed JSON
+    if MULTIPART in body:
+        codes |= {413, 415}
+    if method in _WRITE_METHODS and operation.get("security"):
+        codes.add(409)
+    if "206" in responses:
+        codes.add(416)
+    return codes
+
+
+def document_problems(schema: dict[str, Any]) -> None:
+    """Make the document tell the truth about errors: every status an operation can answer is
+    listed, and every error response (4xx and 5xx, FastAPI's own 422 included) is described as
+    the ``application/problem+json`` :class:`Problem` the API actually sends. Success responses
+    left without content (a replay's 200, a range's 206) get the content of their siblings."""
+    for operations in schema.get("paths", {}).values():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            for code in _errors_of(operation, method):
+                responses.setdefault(str(code), {"description": _ERROR_MEANING[code]})
+            success_content = next(
+                (
+                    r["content"]
+                    for c, r in responses.items()
+                    if c.startswith("2") and r.get("content")
+                ),
+                None,
+            )
+            for code, response in responses.items():
+                if code[0] in "45":
+                    response["content"] = dict(_PROBLEM_CONTENT)
+                elif code.startswith("2") and not response.get("content") and success_content:
+                    response["content"] = success_content
+    # FastAPI's validation-error schemas, now referenced by no response, would only mislead.
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        if f'"#/components/schemas/{name}"' not in json.dumps(schema.get("paths", {})):
+            components.pop(name, None)
