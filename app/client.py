@@ -192,6 +192,28 @@ class LetheClient:
             )
         )
 
+    def forget_samples_file(
+        self,
+        model_id: str,
+        sample_ids: list[int],
+        *,
+        idempotency_key: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """Submit a sample-wise forget request with the IDs as an uploaded text file: for lists
+        longer than a JSON body may carry. ``options`` are the other fields of the request."""
+        text = "\n".join(str(i) for i in sample_ids).encode()
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return dict(
+            self.request(
+                "POST",
+                f"/v1/models/{model_id}/forget-requests/file",
+                files={"sample_ids": ("sample_ids.txt", text, "text/plain")},
+                data={"request": json.dumps(options)},
+                headers=headers,
+            )
+        )
+
     def forget_dataset(
         self, dataset_id: str, *, idempotency_key: str | None = None, **body: Any
     ) -> dict[str, Any]:

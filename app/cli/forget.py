@@ -18,6 +18,9 @@ from app.cli.common import (
 if TYPE_CHECKING:
     from app.cli.common import SubParsers
 
+# The default JSON limit (8 MiB) carries ~380,000 IDs at int64's widest; well below that.
+FILE_UPLOAD_ABOVE = 50_000
+
 
 def cmd_forget(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"reason": args.reason or "", "method": args.method}
@@ -34,13 +37,19 @@ def cmd_forget(args: argparse.Namespace) -> int:
     if args.samples:
         samples = (samples or []) + _ints(args.samples, "--samples")
     with _client(args) as client:
-        fr = client.forget(
-            args.model_id,
-            class_ids=classes,
-            sample_ids=samples,
-            idempotency_key=args.idempotency_key,
-            **body,
-        )
+        if samples is not None and len(samples) > FILE_UPLOAD_ABOVE:
+            # Past this many IDs a JSON body nears the API's body limit: send them as a file.
+            fr = client.forget_samples_file(
+                args.model_id, samples, idempotency_key=args.idempotency_key, **body
+            )
+        else:
+            fr = client.forget(
+                args.model_id,
+                class_ids=classes,
+                sample_ids=samples,
+                idempotency_key=args.idempotency_key,
+                **body,
+            )
         print(f"request_id: {fr['id']}\njob_id:     {fr['job_id']}\ndue_at:     {fr['due_at']}")
         if not args.wait:
             return EXIT_OK

@@ -1,15 +1,21 @@
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
-from app.core.errors import NotFound
+from app.core.errors import InvalidInput, NotFound
+from app.core.openapi import multipart_body
 from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.core.params import Cursor, IdFilter, ResourceId
+from app.core.uploads import receive_multipart
 from app.forget_requests import lineage as lineage_views
 from app.forget_requests import repository, service
+from app.forget_requests.id_file import max_file_bytes, read_sample_ids
 from app.forget_requests.schemas import (
     DatasetForgetRequestIn,
     Exposure,
@@ -74,6 +80,115 @@ def submit_forget_request(
     response.headers["Location"] = f"/v1/forget-requests/{fr.id}"
     if replayed:
         # The same key and body again: the original answer, as other idempotent APIs give it.
+        response.status_code = status.HTTP_200_OK
+    return to_out(fr)
+
+
+_FILE_DOC = multipart_body(
+    files={
+        "sample_ids": "The sample IDs to forget, as text: integers separated by newlines, commas"
+        " or spaces (for lists longer than a JSON body may carry)."
+    },
+    fields={
+        "request": (
+            "The rest of the request as a JSON object: the fields of a JSON forget request"
+            " except class_ids and sample_ids (method, config, reason, subject_ref, ...).",
+            '{"reason": "GDPR art. 17 request", "subject_ref": "ticket-8841"}',
+        )
+    },
+    required=["sample_ids"],
+)
+
+
+def _request_fields(raw: str) -> dict[str, object]:
+    try:
+        fields = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            "The `request` part is not JSON.",
+            errors=[{"field": "body.request", "message": str(exc)}],
+        ) from None
+    if not isinstance(fields, dict):
+        raise InvalidInput(
+            "The `request` part must be a JSON object.",
+            errors=[{"field": "body.request", "message": "not an object"}],
+        )
+    for key in ("class_ids", "sample_ids"):
+        if key in fields:
+            raise InvalidInput(
+                f"`{key}` cannot be in the `request` part: the IDs come in the file.",
+                errors=[{"field": f"body.request.{key}", "message": "not allowed here"}],
+            )
+    return fields
+
+
+@router.post(
+    "/v1/models/{model_id}/forget-requests/file",
+    status_code=status.HTTP_202_ACCEPTED,
+    summary="Ask a model's lineage to forget samples listed in an uploaded file",
+    openapi_extra=_FILE_DOC,
+    responses={
+        200: {"description": "A replay: this Idempotency-Key and body were accepted before"},
+        409: {"description": "Idempotency-Key reused with another body, or model not ready"},
+    },
+)
+async def submit_forget_request_file(
+    model_id: ResourceId,
+    request: Request,
+    response: Response,
+    principal: Writer,
+    session: SessionDep,
+    store: StoreDep,
+    tasks: TasksDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="Same key and body: the same request comes back."),
+    ] = None,
+) -> ForgetRequestOut:
+    async with receive_multipart(
+        request,
+        store,
+        file_parts={"sample_ids"},
+        text_parts={"request"},
+        max_file_bytes=max_file_bytes(settings.max_forget_samples),
+    ) as form:
+        if "sample_ids" not in form.files:
+            raise InvalidInput(
+                "The `sample_ids` file part is required.",
+                errors=[{"field": "body.sample_ids", "message": "required"}],
+            )
+        fields = _request_fields(form.fields.get("request", ""))
+        ids = await run_in_threadpool(
+            read_sample_ids,
+            form.files["sample_ids"].staged.local_path(),
+            settings.max_forget_samples,
+        )
+    # The staged file is gone now: only the parsed IDs go on, into the same path as JSON's.
+    try:
+        body = ForgetRequestIn.model_validate({**fields, "sample_ids": ids})
+    except ValidationError as exc:
+        raise InvalidInput(
+            "Invalid forget request.",
+            errors=[
+                {"field": "body.request." + ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()
+            ],
+        ) from None
+    fr, replayed = await run_in_threadpool(
+        service.submit,
+        session,
+        store,
+        tasks,
+        settings,
+        tenant_id=principal.tenant_id,
+        actor=principal.key_id,
+        model_id=model_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = f"/v1/forget-requests/{fr.id}"
+    if replayed:
         response.status_code = status.HTTP_200_OK
     return to_out(fr)
 
