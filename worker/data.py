@@ -19,16 +19,25 @@ class DatasetRef:
     num_classes: int
 
 
-def load_manifest(
+@dataclass(frozen=True)
+class Splits:
+    train: ArrayDataset
+    test: ArrayDataset | None
+    # The manifest's own validation split (``validation_images``/``validation_labels``).
+    validation: ArrayDataset | None
+
+
+def load_splits(
     store: ArtifactStore,
     ref: DatasetRef,
     *,
     num_classes: int,
     mean: list[float],
     std: list[float],
-) -> tuple[ArrayDataset, ArrayDataset | None]:
-    """Train and test splits, normalised with the model's own statistics. Files are safetensors,
-    already checked at upload; nothing is unpickled."""
+) -> Splits:
+    """Train, test and (when the manifest has one) validation splits, normalised with the
+    model's own statistics. Files are safetensors, already checked at upload; nothing is
+    unpickled."""
     with store.local_file(ref.train_digest) as path:
         train_raw: dict[str, Any] = load_file(str(path))
     test_raw: dict[str, Any] | None = None
@@ -49,9 +58,28 @@ def load_manifest(
             name=name,
         )
 
-    ids = train_raw.get("sample_ids")
-    train = _ds(train_raw, ids, "train")
-    test = None
-    if test_raw is not None:
-        test = _ds(test_raw, np.arange(len(test_raw["labels"]), dtype=np.int64), "test")
-    return train, test
+    def _indexed(raw: dict[str, Any], name: str) -> ArrayDataset:
+        return _ds(raw, np.arange(len(raw["labels"]), dtype=np.int64), name)
+
+    train = _ds(train_raw, train_raw.get("sample_ids"), "train")
+    test = _indexed(test_raw, "test") if test_raw is not None else None
+    validation = None
+    if "validation_images" in train_raw:
+        validation = _indexed(
+            {"images": train_raw["validation_images"], "labels": train_raw["validation_labels"]},
+            "validation",
+        )
+    return Splits(train, test, validation)
+
+
+def load_manifest(
+    store: ArtifactStore,
+    ref: DatasetRef,
+    *,
+    num_classes: int,
+    mean: list[float],
+    std: list[float],
+) -> tuple[ArrayDataset, ArrayDataset | None]:
+    """Train and test splits (see :func:`load_splits`)."""
+    splits = load_splits(store, ref, num_classes=num_classes, mean=mean, std=std)
+    return splits.train, splits.test

@@ -37,7 +37,7 @@ from app.unlearning.engine import Cancelled, UnlearnResult, evaluate, unlearn
 from app.unlearning.reference_kit import ReferenceKit, ReferenceKitError, audit_model
 from app.unlearning.weights import ModelRejected, build_and_load
 from worker.context import WorkerContext
-from worker.data import DatasetRef, load_manifest
+from worker.data import DatasetRef, load_splits
 from worker.jobs import owned_for_update
 from worker.monitor import JobMonitor
 
@@ -68,13 +68,17 @@ def compute(
     device = default_device()
     monitor.progress({"phase": "loading", "step": 0, "total": 1})
     ref = DatasetRef(p.train_digest, p.test_digest, p.dataset_classes)
-    train, test = load_manifest(
+    splits = load_splits(
         ctx.store, ref, num_classes=p.base.num_classes, mean=p.base.mean, std=p.base.std
     )
+    train, test, validation = splits.train, splits.test, splits.validation
     if test is None:
         raise JobFailed("the dataset has no test split; register it with one to unlearn")
     if p.gone_classes:
-        test = test.take(~np.isin(test.labels, np.asarray(p.gone_classes, dtype=np.int64)))
+        gone = np.asarray(p.gone_classes, dtype=np.int64)
+        test = test.take(~np.isin(test.labels, gone))
+        if validation is not None:
+            validation = validation.take(~np.isin(validation.labels, gone))
     try:
         split = build_split(
             train,
@@ -82,10 +86,13 @@ def compute(
             forget_ids=p.sample_ids,
             forget_classes=p.class_ids,
             exclude_ids=p.exclude_ids,
+            validation=validation,
+            validation_fraction=VALIDATION_FRACTION,
             seed=p.seed,
         )
     except ValueError as exc:
         raise JobFailed(f"cannot build the forget set: {exc}") from None
+    coverage = evaluation_samples(split, own_validation=validation is not None, p=p)
     try:
         with ctx.store.local_file(p.base.weights_digest) as path:
             model = build_and_load(p.base.architecture, p.base.args, path)
@@ -161,7 +168,7 @@ def compute(
     if reference is not None:
         metrics["retrained"] = reference.metrics
     return final.state_dict, JobResult(
-        run=final.record,
+        run={**final.record, "evaluation_samples": coverage},
         metrics=metrics,
         verdict=verdict,
         forget_ids=[int(i) for i in split.forget.sample_ids],
@@ -174,6 +181,46 @@ def compute(
             "device": final.record.get("device"),
         },
     )
+
+
+# Without a validation split of its own, a job tunes on this share of the test split.
+VALIDATION_FRACTION = 0.2
+
+
+def evaluation_samples(split: Split, *, own_validation: bool, p: UnlearnPlan) -> dict[str, Any]:
+    """Which samples each figure of the job covers, in words and counts, so that a user can
+    reproduce them (and see why the model's baseline, measured on the whole test split, can
+    differ from the job's "original" row, measured on the job's test samples)."""
+    gone = (
+        f"; test samples of classes {list(p.gone_classes)}, forgotten earlier in the lineage,"
+        " are left out"
+        if p.gone_classes
+        else ""
+    )
+    if own_validation:
+        test_what = "the manifest's whole test split" + gone
+        validation_what = "the manifest's own validation split (tuning only, never reported)"
+    else:
+        test_what = (
+            f"the manifest's test split minus a seeded {VALIDATION_FRACTION:.0%} held out for"
+            " tuning: numpy.random.default_rng(seed).permutation(len(test)), the first"
+            f" round({VALIDATION_FRACTION} * len(test)) positions are validation" + gone
+        )
+        validation_what = (
+            f"{VALIDATION_FRACTION:.0%} of the test split (the manifest has no validation split;"
+            " add validation_images/validation_labels to tune on data of your own)"
+        )
+    return {
+        "forget": {"samples": len(split.forget), "what": "the training samples forgotten (FA)"},
+        "remain": {
+            "samples": len(split.remain),
+            "what": "the training samples kept (RA); samples forgotten earlier are in neither",
+        },
+        "test": {"samples": len(split.test), "what": test_what + " (TA)"},
+        "validation": {"samples": len(split.validation), "what": validation_what},
+        "seed": p.seed,
+        "same_samples_for_every_row": True,
+    }
 
 
 def membership_audit(

@@ -76,6 +76,8 @@ def build(
         "run": {k: run.get(k) for k in RUN_FIELDS},
         "environment": environment,
         "metrics": metrics,
+        # Which samples each figure covers (forget, remain, test, and what was held out to tune).
+        "evaluation_samples": run.get("evaluation_samples"),
         # Per example when the job had a reference kit; otherwise says the evidence is
         # population-only, so no one reads more into the metrics than they show.
         "membership_audit": membership

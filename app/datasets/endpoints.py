@@ -24,7 +24,8 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 _UPLOAD_DOC = multipart_body(
     files={
         "train": "safetensors with `images` (uint8 NxCxHxW or NxHxW), `labels` (int64 N), optional"
-        " `sample_ids` (int64 N, unique) and optional embedded `test_images`/`test_labels`.",
+        " `sample_ids` (int64 N, unique), optional embedded `test_images`/`test_labels` and"
+        " `validation_images`/`validation_labels` (the split jobs tune on).",
         "test": "Optional separate test split: safetensors with `images` and `labels`.",
     },
     fields={"name": ("A name for the dataset.", "fashion-mnist")},

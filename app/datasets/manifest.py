@@ -6,6 +6,9 @@ Layout of a dataset file:
 - ``sample_ids``: int64, N, unique (optional; default 0..N-1)
 - ``test_images`` / ``test_labels``: an embedded test split (optional); or a separate test file
   holding ``images`` and ``labels``.
+- ``validation_images`` / ``validation_labels``: the manifest's own validation split (optional).
+  Jobs tune on it (SFR-on's calibration) and report on the whole test split; without it they
+  carve a seeded 20% of the test split out for tuning and report on the other 80%.
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from app.core.digests import sample_set_digest
 from app.core.errors import InvalidArtifact
 from app.core.safetensors_check import SafetensorsError, SafetensorsFile, inspect
 
-TRAIN_TENSORS = {"images", "labels", "sample_ids", "test_images", "test_labels"}
+TRAIN_TENSORS = {
+    "images",
+    "labels",
+    "sample_ids",
+    "test_images",
+    "test_labels",
+    "validation_images",
+    "validation_labels",
+}
 TEST_TENSORS = {"images", "labels"}
 
 
@@ -38,6 +49,7 @@ class ManifestSummary:
     test: SplitSummary | None
     sample_ids_digest: str
     embedded_test: bool
+    validation: SplitSummary | None = None
 
     @property
     def classes(self) -> list[int]:
@@ -155,7 +167,19 @@ def summarize(
             f"test images are {test.image_shape} but train images are {train.image_shape}",
             "images",
         )
-    return ManifestSummary(train, test, sample_set_digest(ids), embedded)
+    validation: SplitSummary | None = None
+    if "validation_images" in st.tensors or "validation_labels" in st.tensors:
+        if test is None:
+            raise _refuse("train", "a validation split needs a test split beside it")
+        validation, _ = _split(st, "train", "validation_images", "validation_labels")
+        if validation.image_shape != train.image_shape:
+            raise _refuse(
+                "train",
+                f"validation images are {validation.image_shape} but train images are"
+                f" {train.image_shape}",
+                "validation_images",
+            )
+    return ManifestSummary(train, test, sample_set_digest(ids), embedded, validation)
 
 
 def read_sample_ids(st: SafetensorsFile) -> NDArray[Any]:
@@ -166,15 +190,17 @@ def read_sample_ids(st: SafetensorsFile) -> NDArray[Any]:
 
 def without_samples(path: Path, erase: NDArray[np.int64]) -> bytes:
     """The manifest at ``path`` rewritten without the training samples ``erase`` (safetensors
-    bytes). The test split is kept as it is; sample IDs are written out explicitly, since the
-    default 0..N-1 would renumber the samples that remain."""
+    bytes). The test and validation splits are kept as they are; sample IDs are written out
+    explicitly, since the default 0..N-1 would renumber the samples that remain."""
     from safetensors.numpy import load_file, save
 
     tensors = load_file(str(path))
     n = len(tensors["labels"])
     ids = tensors.get("sample_ids", np.arange(n, dtype=np.int64)).astype(np.int64)
     keep = ~np.isin(ids, erase)
-    out = {name: value for name, value in tensors.items() if name.startswith("test_")}
+    out = {
+        name: value for name, value in tensors.items() if name.startswith(("test_", "validation_"))
+    }
     out |= {
         "images": np.ascontiguousarray(tensors["images"][keep]),
         "labels": np.ascontiguousarray(tensors["labels"][keep]),

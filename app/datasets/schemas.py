@@ -18,6 +18,11 @@ class DatasetOut(BaseModel):
     )
     num_samples: int = Field(examples=[60000])
     num_test_samples: int = Field(examples=[10000])
+    num_validation_samples: int = Field(
+        default=0,
+        description="The manifest's own validation split (0: jobs tune on a seeded 20% of the"
+        " test split and report on the other 80%).",
+    )
     image_shape: list[int] = Field(examples=[[1, 28, 28]])
     num_classes: int = Field(examples=[10])
     classes: list[int]

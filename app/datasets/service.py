@@ -56,6 +56,7 @@ def register(
         test_digest=test_digest,
         num_samples=summary.train.count,
         num_test_samples=summary.test.count if summary.test else 0,
+        num_validation_samples=summary.validation.count if summary.validation else 0,
         image_shape=list(summary.train.image_shape),
         num_classes=summary.num_classes,
         classes=summary.classes,

@@ -309,6 +309,8 @@ def record(
         "fallback": result.fallback,
         "new_version": version,
         "metrics": result.metrics,
+        # Which samples each row of `metrics` covers (the same for every row).
+        "evaluation_samples": result.run.get("evaluation_samples"),
     }
     job.progress = {**(job.progress or {}), "phase": "done", "step": 1, "total": 1}
     if passed:

@@ -21,6 +21,9 @@ class Dataset(IdMixin, CreatedMixin, Base):
     test_digest: Mapped[str | None] = mapped_column(ForeignKey("artifacts.digest"), default=None)
     num_samples: Mapped[int]
     num_test_samples: Mapped[int] = mapped_column(default=0)
+    # The manifest's own validation split (embedded in the train file), or 0: jobs then carve
+    # one out of the test split and say so.
+    num_validation_samples: Mapped[int] = mapped_column(default=0, server_default="0")
     image_shape: Mapped[list[Any]]
     num_classes: Mapped[int]
     classes: Mapped[list[Any]]
