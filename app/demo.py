@@ -75,13 +75,13 @@ def _show_erasure(
     dataset_id: str,
     person: list[int],
 ) -> int:
-    """Step 9: the superseded versions and the person's samples are gone, and the receipt that
+    """Step 10: the superseded versions and the person's samples are gone, and the receipt that
     says so verifies offline."""
     from app.client import LetheAPIError
 
     purge_id = (job.get("outcome") or {}).get("purge_job_id")
     if purge_id is None:
-        print("9. the newest version is not certified, so nothing was erased")
+        print("10. the newest version is not certified, so nothing was erased")
         return 0
     purge = client.wait_for_job(purge_id, timeout=300)
     if purge["state"] != "succeeded":
@@ -92,7 +92,7 @@ def _show_erasure(
         print("   the original version still downloads: erasure did not happen", file=sys.stderr)
         return 1
     except LetheAPIError as exc:
-        print(f"9. erasure: the original version answers {exc.status} ({exc.problem['title']})")
+        print(f"10. erasure: the original version answers {exc.status} ({exc.problem['title']})")
     held = [client.exposure(dataset_id, s) for s in person]
     stored = sum(len(e["stored_artifacts_holding"]) for e in held)
     in_manifest = sum(e["in_manifest"] for e in held)
@@ -117,6 +117,86 @@ def _show_erasure(
         ],
         check=False,
     ).returncode
+
+
+# Shadow models of the demo's reference kit: enough for a 5% false-positive rate on a person's
+# 25 samples; a service would use the default 16 (see the README's per-example audit).
+DEMO_KIT_SHADOWS = 8
+
+
+def _build_kit(client: LetheClient, class_job: dict[str, Any]) -> int:
+    """Step 7: a reference kit for the per-example audit of the person's request. Built after
+    the class's erasure has rewritten the manifest: a kit of the old manifest would be retired
+    with it, since its shadows saw the erased samples."""
+    purge_id = (class_job.get("outcome") or {}).get("purge_job_id")
+    if purge_id is not None:
+        purge = client.wait_for_job(purge_id, timeout=300)
+        if purge["state"] != "succeeded":
+            print(f"   the purge {purge['state']}: {purge['error']}", file=sys.stderr)
+            return 1
+    kit = client.request_reference_kit(class_job["result_model_id"], k=DEMO_KIT_SHADOWS)
+    print(
+        f"7. building a reference kit: {DEMO_KIT_SHADOWS} shadow models, each trained with the"
+        " original's recipe on a random half of the manifest (once per dataset, reused after)"
+    )
+    line = _ProgressLine()
+    job = client.wait_for_job(kit["job_id"], timeout=900, on_update=line.job)
+    line.close()
+    if job["state"] != "succeeded":
+        print(f"   kit job {job['state']}: {job['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _show_per_example(certificate: Path) -> None:
+    """The person's samples under the per-example audit, before and after, as the newest
+    version's certificate records it."""
+    import base64
+
+    envelope = json.loads(certificate.read_text())
+    predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+    audit = predicate.get("membership_audit") or {}
+    if audit.get("status") != "ok":
+        print(f"\nPer-example audit: {audit.get('status')} ({audit.get('reason', '')})")
+        return
+    # The limit of a model that never saw the samples: the FPR plus the binomial tolerance for
+    # the set's size (the gate's own limit when no retrained reference ran).
+    first = next(iter(audit["audits"].values()))
+    limits = {float(a["alpha"]): float(a["alpha"]) + first["tolerance"][str(a["alpha"])]
+              for a in first["alphas"]}  # fmt: skip
+    print("\n| the person's samples | flagged at 1% FPR | flagged at 5% FPR | AUC | verdict |")
+    print("|---|---|---|---|---|")
+    method = predicate["method"]["name"]
+    names = {
+        "original": "original",
+        "approximate": f"{predicate['method']['requested']} (failed the gate)",
+        "unlearned": f"new version ({method})",
+    }
+    for subject, label in names.items():
+        if subject not in audit["audits"]:
+            continue
+        figures = audit["audits"][subject]
+        shares = {float(a["alpha"]): float(a["share_flagged"]) for a in figures["alphas"]}
+        ok = all(shares[a] <= limit for a, limit in limits.items())
+        auc = "-" if figures.get("auc") is None else f"{figures['auc']:.2f}"
+        print(
+            f"| {label} | {100 * shares.get(0.01, 0):.0f}% | {100 * shares.get(0.05, 0):.0f}% |"
+            f" {auc} | {'pass' if ok else 'FAIL'} (limit"
+            f" {', '.join(f'{100 * v:.0f}%' for v in limits.values())}) |"
+        )
+    print(
+        "A sample is flagged when the version's confidence on it is more typical of the kit's"
+        " shadows that trained on it than of those that did not. A model that never saw the"
+        " samples flags about the FPR; the limit adds the binomial tolerance for 25 samples."
+        " FA and TA near 100 cannot show this: a model can classify its training samples and"
+        " unseen ones equally well and still be more confident on the ones it trained on."
+    )
+    if "approximate" in audit["audits"]:
+        print(
+            "Here the approximate method (calibrated on FA, a population figure) left the"
+            " person's samples recognisable, so the gate refused to certify it, and the"
+            " tenant's fallback retrained from scratch: that version is the certified one."
+        )
 
 
 def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
@@ -263,12 +343,22 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
                     {"class_ids": [3], "reason": "licence for class 3 withdrawn"},
                 ),
                 (
-                    "7. forget one person's 25 samples",
+                    "8. forget one person's 25 samples",
                     {"sample_ids": person, "subject_ref": "person-42", "reason": "GDPR art. 17"},
                 ),
             ]
-            jobs = []
+            jobs: list[tuple[str, dict[str, Any]]] = []
             for title, body in steps:
+                if title.startswith("8."):
+                    rc = _build_kit(client, jobs[-1][1])
+                    if rc:
+                        return rc
+                    client.patch_tenant_settings({"fallback_retrain": True})
+                    print(
+                        "   the tenant's policy now says: when an approximate version fails the"
+                        " gate, retrain from scratch on the rest (the exact answer) and certify"
+                        " that instead"
+                    )
                 fr = client.forget(original_id, **body)
                 print(f"{title}: request {fr['id'][:8]}, job {fr['job_id'][:8]} queued")
                 line = _ProgressLine()
@@ -291,7 +381,7 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             )
             (data_dir / "certificate.json").write_text(json.dumps(client.certificate(newest)))
             (data_dir / "signing-keys.json").write_text(json.dumps(client.signing_keys()))
-            print("8. downloaded the newest version; `lethe verify` checks its certificate:")
+            print("9. downloaded the newest version; `lethe verify` checks its certificate:")
             # As a user would run it, in its own process like the API above: the CLI imports
             # this module (for `lethe demo`), so this module does not import the CLI.
             sys.stdout.flush()
@@ -317,6 +407,9 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             for title, job in jobs:
                 for subject in ("original", "unlearned"):
                     m = job["outcome"]["metrics"][subject]
+                    if subject == "unlearned":
+                        fallback = " after the fallback" if job["outcome"]["fallback"] else ""
+                        subject = f"new ({job['outcome']['method']}{fallback})"
                     print(
                         f"| {title[3:]} | {subject} | {m['FA']:.1f} | {m['RA']:.1f} |"
                         f" {m['TA']:.1f} | {m['MIA_entropy']:.1f} |"
@@ -331,6 +424,7 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
                 " forgotten, which is what a reference kit's per-example audit is for"
                 " (`lethe kits build`)."
             )
+            _show_per_example(data_dir / "certificate.json")
             print("\n| version | parent | status | forgotten samples | digest |")
             print("|---|---|---|---|---|")
             numbers: dict[str, int] = {}

@@ -16,7 +16,7 @@ from torch import nn
 
 from app import __version__
 from app.certificates import service as certificates
-from app.certificates.policy import Verdict, judge
+from app.certificates.policy import Verdict, judge, membership_checks
 from app.core.db import session_scope
 from app.core.storage import StoreError
 from app.fulfilment import service as fulfilment
@@ -149,19 +149,29 @@ def compute(
         if reference is None:
             reference = retrain("fallback")
         final, method, fallback = reference, "retrain", True
-        if (
-            membership is not None
-            and "audits" in membership
-            and "retrained" in membership["audits"]
-        ):
-            # What is certified now is the retrained model: its audit is the new version's.
-            membership["audits"]["unlearned"] = membership["audits"]["retrained"]
+        if membership is not None and "audits" in membership:
+            audits = membership["audits"]
+            if "retrained" not in audits:
+                # Retrained only now: audit it, so that the certificate's per-example figures
+                # are those of the model it certifies, not of the one that failed.
+                again = membership_audit(
+                    ctx, p, split, model, {"retrained": reference}, device, monitor
+                )
+                if again is not None and "audits" in again:
+                    audits["retrained"] = again["audits"]["retrained"]
+            # What is certified now is the retrained model: its audit is the new version's;
+            # the approximate method's failed one stays beside it, for the record.
+            audits["approximate"] = audits.pop("unlearned")
+            if "retrained" in audits:
+                audits["unlearned"] = audits["retrained"]
         verdict = Verdict(
             True,
             [],
             {
                 "exact": "retrained from scratch on the remain set after the approximate"
-                f" method failed: {'; '.join(verdict.reasons)}"
+                f" method failed: {'; '.join(verdict.reasons)}",
+                # Reported for the certified (retrained) model, as for any other version.
+                "membership": membership_checks(p.kind, membership)[0],
             },
         )
     metrics = {"original": original_metrics, "unlearned": final.metrics}

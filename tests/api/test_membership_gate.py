@@ -86,6 +86,22 @@ def test_a_kit_is_built_once_and_audits_later_requests(
         assert [a["alpha"] for a in figures["alphas"]] == [0.01, 0.05]
     assert "by_alpha" in pred["policy"]["checks"]["membership"]
 
+    # A version that fails the gate falls back to retraining (the tenant's policy): the
+    # certificate's per-example figures are then the retrained model's, the failed method's
+    # kept beside them, never the failed one's under the certified model's name.
+    strict = {"fallback_retrain": True, "policy": {"sample_fa_gap_max": 0.0}}
+    res = client.put("/v1/tenant/settings", json=strict, headers=acme.headers("admin"))
+    assert res.status_code == 200, res.text
+    person = digits.sample_ids_of_class(7)[:30]
+    job = forget_and_run(client, acme, worker_ctx, digits_model_id, {"sample_ids": person})
+    assert job["state"] == "succeeded" and job["outcome"]["fallback"] is True, job["error"]
+    cert = client.get(f"/v1/models/{job['result_model_id']}/certificate", headers=acme.headers())
+    pred = json.loads(base64.b64decode(cert.json()["payload"]))["predicate"]
+    audits = pred["membership_audit"]["audits"]
+    assert pred["method"]["name"] == "retrain" and pred["method"]["requested"] == "sfr_on"
+    assert set(audits) == {"original", "approximate", "retrained", "unlearned"}
+    assert audits["unlearned"] == audits["retrained"] != audits["approximate"]
+
     deleted = client.delete(f"/v1/reference-kits/{kit['id']}", headers=acme.headers())
     assert deleted.status_code == 200 and deleted.json()["status"] == "retired"
     assert not worker_ctx.store.exists(built["digest"])

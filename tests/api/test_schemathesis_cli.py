@@ -94,6 +94,7 @@ def test_schemathesis_finds_nothing_against_a_live_api(tmp_path: Path) -> None:
                 "--no-color",
             ],
             capture_output=True, text=True, timeout=BUDGET_SECONDS + 240,
+            cwd=tmp_path,  # its .schemathesis/ state folder goes there, not into the checkout
         )  # fmt: skip
     finally:
         api.send_signal(signal.SIGINT)
