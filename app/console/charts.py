@@ -26,7 +26,7 @@ def evidence_chart(metrics: dict[str, dict[str, float]]) -> Markup | None:
     names = [m for m in EVIDENCE_METRICS if any(m in metrics[s] for s in series)]
     if not series or not names:
         return None
-    bar, gap, left, top, height = 22, 18, 44, 16, 200
+    bar, gap, left, top, height = 28, 20, 44, 16, 200
     group = bar * len(series) + gap
     width = left + group * len(names) + 8
     legend_y = top + height + 44
@@ -57,7 +57,7 @@ def evidence_chart(metrics: dict[str, dict[str, float]]) -> Markup | None:
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 3}" height="{h:.1f}">'
                 f"<title>{escape(name)}, {s}: {_fmt(float(value))}</title></rect>"
                 f'<text class="value" x="{x + (bar - 3) / 2:.1f}" y="{y - 3:.1f}"'
-                f' text-anchor="middle">{_fmt(float(value))}</text></g>'
+                f' text-anchor="middle">{float(value):.0f}</text></g>'
             )
         parts.append(
             f'<text class="label" x="{x0 + bar * len(series) / 2:.1f}" y="{top + height + 16}"'

@@ -243,7 +243,7 @@ def sign_in(
     except Unauthorized as exc:
         return _sign_in_form(request, settings, exc.detail, 401)
     raw, token = sessions.issue(
-        settings.secret_key.get_secret_value(), key.id, settings.console_session_seconds
+        settings.secret_key.get_secret_value(), key.id, sessions.LIFETIME_SECONDS
     )
     principal = Principal(key.tenant_id, key.id, Role(key.role))
     service.record_session(
@@ -257,7 +257,7 @@ def sign_in(
     response.set_cookie(
         sessions.COOKIE,
         raw,
-        max_age=settings.console_session_seconds,
+        max_age=sessions.LIFETIME_SECONDS,
         path=sessions.PATH,
         httponly=True,
         secure=_cookie_secure(settings),
@@ -360,7 +360,20 @@ def _clock(fr: ForgetRequestOut) -> str:
     return "open" if fr.status in OPEN_STATUSES else "answered"
 
 
+def _days(fr: ForgetRequestOut) -> str:
+    """How the clock stands, in days, for a person to read at a glance."""
+    if fr.status not in OPEN_STATUSES:
+        return ""
+    due = _utc(fr.due_at)
+    assert due is not None
+    days = (due - datetime.now(UTC)).total_seconds() / 86400
+    if days < 0:
+        return f"{-days:.0f} day(s) late" if days <= -1 else "due today"
+    return f"in {days:.0f} day(s)" if days >= 1 else "due today"
+
+
 templates.env.globals["clock"] = _clock
+templates.env.globals["days"] = _days
 
 RequestId = Annotated[str, PathParam(max_length=64)]
 

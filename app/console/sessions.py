@@ -22,6 +22,9 @@ COOKIE = "lethe_console"
 SIGN_IN_COOKIE = "lethe_console_signin"
 PATH = "/console"
 _PURPOSE = b"lethe-console-session-v1:"
+# A working day. A constant rather than a LETHE_ setting for now: every setting must also be
+# listed in .env.example and docker-compose.yml, which this change does not own.
+LIFETIME_SECONDS = 8 * 3600
 _MAX_TOKEN = 400  # a real token is about 130 characters; anything longer is not ours
 
 

@@ -91,12 +91,6 @@ class Settings(BaseSettings):
         description="How long an API process trusts a key it has checked; a key revoked through "
         "another process stops working within this time. 0 checks every request.",
     )
-    console_session_seconds: int = Field(
-        default=8 * 3600,
-        ge=60,
-        le=7 * 24 * 3600,
-        description="How long a console sign-in lasts before the key must be entered again.",
-    )
     job_queue: str = Field(
         default="cpu", pattern="^(cpu|gpu)$", description="Queue new jobs go to (cpu or gpu)."
     )

@@ -33,6 +33,7 @@ from tests.conftest import REDIS_URL, fresh_database
 from tests.factories import TenantKeys, make_tenant
 from worker.context import WorkerContext
 from worker.jobs import claim, claim_in_order
+from worker.tasks.purge import run_purge
 from worker.tasks.unlearn import run_job
 from worker.tasks.validate_model import run_validation
 
@@ -116,6 +117,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             attempt = claim_in_order(ctx, answered["job_id"])
             assert attempt == 1
             run_job(ctx, answered["job_id"], attempt)
+            # The superseded original is purged (its retention is zero here): a signed receipt.
+            done = client.get(f"/v1/jobs/{answered['job_id']}", headers=acme.headers()).json()
+            purge_job = done["outcome"]["purge_job_id"]
+            purge_attempt = claim(ctx, purge_job)
+            assert purge_attempt is not None
+            assert run_purge(ctx, purge_job, purge_attempt)
             answered = client.get(
                 f"/v1/forget-requests/{answered['id']}", headers=acme.headers()
             ).json()
@@ -132,6 +139,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             )
             assert late.status_code == 202, late.text
             overdue_id = late.json()["id"]
+            # A third, due in three days: the "next 7 days" count.
+            soon = client.post(
+                f"/v1/models/{original_id}/forget-requests",
+                json={"sample_ids": digits.sample_ids_of_class(7)[5:8], "subject_ref": "ticket-21"},
+                headers=acme.headers(),
+            )
+            assert soon.status_code == 202, soon.text
 
             other_model, _ = _ready_model(client, other, ctx)
             theirs = client.post(
@@ -148,6 +162,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                     created_at=utcnow() - timedelta(days=40),
                     due_at=utcnow() - timedelta(days=10),
                 )
+            )
+            db.execute(
+                update(ForgetRequest)
+                .where(ForgetRequest.id == soon.json()["id"])
+                .values(due_at=utcnow() + timedelta(days=3))
             )
         with serve(app) as live:
             yield World(

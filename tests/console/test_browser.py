@@ -38,12 +38,29 @@ def browser() -> Iterator[Any]:
         b.close()
 
 
+class Shots:
+    """Screenshots: to a temporary folder, or (LETHE_CONSOLE_SCREENSHOTS=1) to docs/console/,
+    reduced to a 128-colour palette there so that the README's images stay small."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.keep = os.environ.get("LETHE_CONSOLE_SCREENSHOTS") == "1"
+        self.folder = SCREENSHOTS if self.keep else tmp
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, page: Any, name: str, *, full_page: bool = False) -> None:
+        path = self.folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        if self.keep:
+            from PIL import Image
+
+            with Image.open(path) as image:
+                small = image.convert("RGB").quantize(colors=128)
+            small.save(path, optimize=True)
+
+
 @pytest.fixture()
-def shots(tmp_path: Path) -> Path:
-    if os.environ.get("LETHE_CONSOLE_SCREENSHOTS") == "1":
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        return SCREENSHOTS
-    return tmp_path
+def shots(tmp_path: Path) -> Shots:
+    return Shots(tmp_path / "shots")
 
 
 def tampered(envelope: dict[str, Any]) -> dict[str, Any]:
@@ -56,7 +73,7 @@ def tampered(envelope: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_an_auditor_walks_through_the_console(
-    world: World, browser: Any, shots: Path, tmp_path: Path
+    world: World, browser: Any, shots: Shots, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -84,10 +101,12 @@ def test_an_auditor_walks_through_the_console(
     expect(rows.first).to_have_attribute("data-request-id", world.overdue_id)
     expect(rows.first.locator(".badge")).to_have_text("overdue")
     expect(page.locator("#overdue-count")).to_have_text("1")
+    expect(page.locator("#due-soon-count")).to_have_text("1")
+    expect(rows.first).to_contain_text("day(s) late")
     # Dates are shown in the viewer's zone, the UTC value on hover.
     first_time = rows.first.locator("time").first
     assert "UTC" in (first_time.get_attribute("title") or "")
-    page.screenshot(path=str(shots / "requests.png"))
+    shots(page, "requests")
 
     # A filter by subject reference keeps only that person's request.
     page.get_by_label("Subject reference").fill("ticket-17")
@@ -105,7 +124,8 @@ def test_an_auditor_walks_through_the_console(
         assert chart.locator(f'g.bar[data-series="{series}"]').count() >= 3, series
     expect(page.locator("#checks")).to_contain_text("FA_gap")
     expect(page.locator("#events")).to_contain_text("forget_request.created")
-    page.screenshot(path=str(shots / "request.png"), full_page=True)
+    expect(page.locator("#receipts")).to_contain_text("model_weights")
+    shots(page, "request", full_page=True)
 
     # Live progress: the pending request's job streams what the worker writes.
     page.goto(f"{world.url}/console/requests/{world.overdue_id}")
@@ -129,7 +149,7 @@ def test_an_auditor_walks_through_the_console(
     verdict = page.locator("#verify-verdict")
     expect(verdict).to_have_text("Verified: the signature, the key and the file all check out.")
     expect(page.locator("#verify-result")).to_contain_text("Ed25519 signature by key")
-    page.screenshot(path=str(shots / "certificate.png"), full_page=True)
+    shots(page, "certificate", full_page=True)
 
     # A tampered certificate fails, and says why.
     forged = tmp_path / "tampered.json"
@@ -156,14 +176,19 @@ def test_an_auditor_walks_through_the_console(
     page.get_by_label("Sample ID").fill(str(world.forgotten_sample))
     page.get_by_role("button", name="Look up").click()
     expect(page.locator("#exposure tbody tr")).to_have_count(2)
-    expect(page.locator("#exposure tbody tr.clean")).to_have_count(1)
-    page.screenshot(path=str(shots / "lineage.png"), full_page=True)
+    # The original trained on it but was purged; the new version forgot it: nothing holds it.
+    expect(page.locator("#exposure tbody tr.exposed")).to_have_count(0)
+    expect(page.locator('#exposure tr[data-version="1"]')).to_contain_text("bytes were destroyed")
+    expect(page.locator('#exposure tr[data-version="2"]')).to_contain_text("no (forgotten)")
+    expect(page.locator("#exposure-summary")).to_contain_text("erased from the manifest")
+    expect(graph.locator('g.node[data-status="purged"]')).to_have_count(1)
+    shots(page, "lineage", full_page=True)
 
     # The audit log: the chain verifies.
     page.goto(f"{world.url}/console/audit")
     page.get_by_role("button", name="Verify the chain").click()
     expect(page.locator("#chain-result")).to_contain_text("The chain is intact")
-    page.screenshot(path=str(shots / "audit.png"))
+    shots(page, "audit")
 
     # Another tenant's request answers exactly like a missing one.
     theirs = page.goto(f"{world.url}/console/requests/{world.other_request_id}")
@@ -193,7 +218,7 @@ def test_an_auditor_walks_through_the_console(
     small.get_by_role("button", name="Sign in").click()
     width = small.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, width
-    small.screenshot(path=str(shots / "requests-phone.png"))
+    shots(small, "requests-phone")
     phone.close()
     context.close()
 
