@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 
 import httpx
 import pytest
@@ -152,3 +153,37 @@ def test_another_tenants_request_is_the_same_not_found_page(
     assert theirs.text == missing.text
     own = client.get(f"/console/requests/{world.answered_id}")
     assert own.status_code == 200
+
+
+def test_filters_narrow_the_list_and_bad_ones_get_a_page(
+    world: World, browserless: Callable[[], httpx.Client]
+) -> None:
+    client = signed_in(world, world.acme.auditor, browserless)
+
+    def listed(**params: str) -> list[str]:
+        page = client.get("/console/requests", params=params)
+        assert page.status_code == 200, page.text
+        return re.findall(r'data-request-id="([^"]+)"', page.text)
+
+    everything = listed()
+    assert everything[0] == world.overdue_id and world.answered_id in everything
+    assert listed(status="completed") == [world.answered_id]
+    assert listed(model=world.original_id) == everything
+    # Received 40 days ago: outside a window of the last week, inside one that reaches back.
+    week_ago = (date.today() - timedelta(days=7)).isoformat()
+    assert world.overdue_id not in listed(received_from=week_ago)
+    assert listed(received_to=week_ago) == [world.overdue_id]
+    for bad in ({"status": "nope"}, {"received_from": "yesterday"}):
+        page = client.get("/console/requests", params=bad)
+        assert page.status_code == 422
+        assert page.headers["content-type"].startswith("text/html")
+    assert client.get("/console/requests", params={"model": "0" * 36}).status_code == 404
+
+
+def test_the_cookie_is_secure_outside_development_and_tests() -> None:
+    from app.console.endpoints import _cookie_secure
+    from app.core.config import Environment, Settings
+
+    production = Settings(environment=Environment.production, secret_key="p" * 40)  # type: ignore[arg-type]
+    assert _cookie_secure(production)
+    assert not _cookie_secure(Settings(environment=Environment.development))
