@@ -185,7 +185,7 @@ def request_detail(session: Session, principal: Principal, request_id: str) -> R
             evidence = evidence_of(certificates.for_model(session, principal.tenant_id, result_id))
         except NotFound:
             evidence = None
-    receipts = []
+    receipts: list[dict[str, Any]] = []
     for r in erasure_receipts(session, principal.tenant_id, fr.lineage_id):
         predicate = statement_of(r.envelope)["predicate"]
         receipts.append(
@@ -199,7 +199,12 @@ def request_detail(session: Session, principal: Principal, request_id: str) -> R
         )
     events = None
     if principal.role in AUDIT_ROLES:
-        about = [fr.id] + [i for i in (fr.job_id, result_id) if i]
+        # The request, its job, its version, and the purges that destroyed what it superseded.
+        about = (
+            [fr.id]
+            + [i for i in (fr.job_id, result_id) if i]
+            + [str(r["job_id"]) for r in receipts]
+        )
         events = repository.events_about(session, principal.tenant_id, about, LIST_LIMIT)
     return RequestDetail(out, job, evidence, receipts, events)
 

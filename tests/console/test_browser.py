@@ -125,6 +125,7 @@ def test_an_auditor_walks_through_the_console(
     expect(page.locator("#checks")).to_contain_text("FA_gap")
     expect(page.locator("#events")).to_contain_text("forget_request.created")
     expect(page.locator("#receipts")).to_contain_text("model_weights")
+    expect(page.locator("#events")).to_contain_text("erasure.receipt_issued")
     shots(page, "request", full_page=True)
 
     # Live progress: the pending request's job streams what the worker writes.
