@@ -10,6 +10,7 @@ download the newest version, verify its certificate offline, and print the metri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -209,6 +210,7 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
     from app.core.migrate import upgrade
     from app.datasets import sources
     from app.tenants import service as tenants
+    from app.tenants.schemas import Role
     from app.unlearning.architectures import build_model
     from app.unlearning.config import TrainingRecipe
     from app.unlearning.data import make_dataset
@@ -252,6 +254,8 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
         with session_scope(make_sessionmaker(make_engine(settings.resolved_database_url))) as s:
             tenant, _, api_key = tenants.create_tenant(s, "demo")
             tenant_name = tenant.name
+            # The compliance console's reader: an auditor sees everything and changes nothing.
+            _, auditor_key = tenants.create_key(s, tenant.id, Role.auditor, "console")
         print(f"2. tenant {tenant_name!r} created with an admin key")
 
         arrays: dict[str, Any]
@@ -445,6 +449,15 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             f"\nDone in {time.monotonic() - started:.0f} s. State is in {data_dir}/"
             " (delete it freely)."
         )
+        print(
+            f"\nCompliance console: {url}/console\n  sign in with the auditor key {auditor_key}"
+            f"\n  (later: LETHE_DATA_DIR={data_dir.resolve()} LETHE_ENVIRONMENT=development"
+            f" lethe api --port {port} serves it again)"
+        )
+        if sys.stdin.isatty():
+            # Keep the API up for the console; a script (no terminal) is not held.
+            with contextlib.suppress(EOFError, KeyboardInterrupt):
+                input("Press Enter to stop the API and the worker. ")
         return rc
     finally:
         for proc in procs:

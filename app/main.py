@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import __version__
 from app.audit.endpoints import router as audit_router
 from app.certificates.endpoints import router as certificates_router
+from app.console.endpoints import install_console
 from app.core.body_limit import BodyLimitMiddleware
 from app.core.config import Mode, Settings, get_settings
 from app.core.db import make_engine, make_sessionmaker
@@ -164,6 +165,7 @@ def create_app(
         audit_router,
     ):
         app.include_router(router)
+    install_console(app)
 
     def _openapi() -> dict[str, Any]:
         if app.openapi_schema:
