@@ -504,9 +504,10 @@ def download_response(
     single-range ``Range`` support, or (a store configured for it) answer 307 to a short-lived
     presigned URL of the store, with the same ``ETag`` and ``Repr-Digest``; the client's
     ``Range`` then goes to the store."""
-    if digest is None or not store.exists(digest):
+    info = store.stat(digest) if digest is not None else None
+    if digest is None or info is None:
         raise NotFound("The artifact's bytes are not available.")
-    size = store.size(digest)
+    size = info.size
     etag = f'"{digest}"'
     headers = {
         "ETag": etag,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 import tracemalloc
@@ -216,7 +217,7 @@ def test_local_file_refuses_when_the_temp_dir_is_too_small(
 
 
 def test_delete_removes_every_version_in_a_versioned_bucket(
-    s3_server: S3Server, tmp_path: Path
+    s3_server: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     bucket = s3_server.make_bucket("lethe-versioned", versioned=True)
     store = s3_store(s3_server, tmp_path, uri=s3_server.fresh_uri(bucket))
@@ -235,7 +236,10 @@ def test_delete_removes_every_version_in_a_versioned_bucket(
 
     # Staging was deleted for good too: its versions are gone, not hidden behind a marker.
     assert [v["Key"] for v in versions()] == [store.key(digest)] * 2
+    caplog.set_level(logging.INFO, logger="app.core.storage.s3")
     assert store.delete(digest) == 2
+    assert f"deleted artifact {digest} from versioned bucket" in caplog.text
+    assert "2 stored versions" in caplog.text
     assert versions() == [] and not store.exists(digest)
     assert store.delete(digest) == 0
 

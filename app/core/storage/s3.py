@@ -202,10 +202,13 @@ class S3Store(ArtifactStore):
             body.close()
 
     def delete(self, digest: str) -> int:
-        removed = self._delete_key(self.key(digest))
-        if removed > 1:
+        versioned = self.versioned()
+        removed = self._delete_key(self.key(digest), versioned=versioned)
+        if versioned:
+            # Erasure is only honest if no old version stays behind: say what went.
             _log.info(
-                "deleted artifact %s from s3://%s: all %d stored versions",
+                "deleted artifact %s from versioned bucket s3://%s: %d stored versions and"
+                " their delete markers",
                 digest,
                 self.bucket,
                 removed,
@@ -346,11 +349,11 @@ class S3Store(ArtifactStore):
         response = self._call(lambda: self.client.get_bucket_versioning(Bucket=self.bucket))
         return response.get("Status") in ("Enabled", "Suspended")
 
-    def _delete_key(self, key: str) -> int:
+    def _delete_key(self, key: str, *, versioned: bool | None = None) -> int:
         """Delete ``key`` for good: in a versioned bucket, every version and delete marker (a
         plain delete would only hide the bytes behind a marker). Returns how many stored
         copies held bytes."""
-        if not self.versioned():
+        if not (self.versioned() if versioned is None else versioned):
             if self._head(key) is None:
                 return 0
             self._call(lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
