@@ -96,12 +96,15 @@ def test_an_upload_streams_in_parts_and_lands_under_its_digest(store: S3Store) -
     assert body == data
 
 
-def test_a_small_upload_is_one_put_and_empty_bytes_work(store: S3Store) -> None:
-    for data in (b"tiny", b""):
+def test_small_empty_and_part_aligned_uploads(store: S3Store) -> None:
+    # Under one part: a single PUT; exactly two parts: nothing left for a last part.
+    for data in (b"tiny", b"", os.urandom(2 * PART)):
         digest = store.put_bytes(data)
         assert digest == hashlib.sha256(data).hexdigest()
         assert store.hash(digest) == digest and store.size(digest) == len(data)
-    assert uploads(store) == [] and len(keys(store)) == 2
+    assert uploads(store) == [] and len(keys(store)) == 3
+    empty = hashlib.sha256(b"").hexdigest()
+    assert list(store.iter_range(empty, 0, -1)) == []
 
 
 def test_range_reads_and_seeks(store: S3Store) -> None:

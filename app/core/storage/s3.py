@@ -185,6 +185,8 @@ class S3Store(ArtifactStore):
         self, digest: str, start: int, end: int, chunk_size: int = 1024 * 1024
     ) -> Iterator[bytes]:
         key = self.key(digest)
+        if end < start:  # an empty blob's whole range: nothing to ask the store for
+            return
         try:
             response = self._call(
                 lambda: self.client.get_object(
