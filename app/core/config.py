@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     s3_presign_seconds: int = Field(
         default=300, ge=1, le=7 * 86400, description="How long a presigned download URL works."
     )
+    s3_presign_endpoint_url: str | None = Field(
+        default=None,
+        description="The store's address as clients reach it, when not LETHE_S3_ENDPOINT_URL"
+        " (an internal name such as http://seaweedfs:8333): presigned URLs are signed for it.",
+    )
     secret_key: SecretStr = Field(
         default=SecretStr("changethis"),
         description="Signs pagination cursors. Must be changed outside development.",

@@ -279,6 +279,25 @@ def test_a_presigned_url_serves_the_blob_and_ranges_without_the_key(
     assert s3_store(s3_server, tmp_path).presigned_url(digest, "x") is None
 
 
+def test_presigned_urls_name_the_address_clients_reach(s3_server: S3Server, tmp_path: Path) -> None:
+    # The service reaches the store by one name, clients by another (compose's internal
+    # http://seaweedfs:8333 and the published address): the URL is signed for the second.
+    port = s3_server.endpoint.rsplit(":", 1)[1]
+    inside = f"http://localhost:{port}"
+    store = s3_store(
+        s3_server,
+        tmp_path,
+        endpoint_url=inside,
+        presign_seconds=60,
+        presign_endpoint_url=s3_server.endpoint,
+    )
+    digest = store.put_bytes(b"reached from outside")
+    url = store.presigned_url(digest, "f")
+    assert url is not None and url.startswith(f"{s3_server.endpoint}/")
+    with urllib.request.urlopen(url) as res:  # noqa: S310 (a loopback http URL)
+        assert res.read() == b"reached from outside"
+
+
 def test_a_wrong_secret_is_refused_and_an_unreachable_store_answers_unavailable(
     s3_server: S3Server, tmp_path: Path
 ) -> None:

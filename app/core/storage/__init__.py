@@ -48,6 +48,7 @@ def s3_options(settings: Settings) -> S3Options:
         path_style=settings.s3_path_style,
         part_size=settings.s3_part_size_bytes,
         presign_seconds=settings.s3_presign_seconds if settings.s3_presigned_downloads else None,
+        presign_endpoint_url=settings.s3_presign_endpoint_url,
     )
 
 

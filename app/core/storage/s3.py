@@ -68,6 +68,8 @@ class S3Options:
     part_size: int = 8 * 1024**2
     # Presigned downloads last this long; None: the API streams every download itself.
     presign_seconds: int | None = None
+    # The store's address as clients see it (a signature covers the host), if not endpoint_url.
+    presign_endpoint_url: str | None = None
     # Blobs from this size on are copied part by part (CopyObject stops at 5 GiB).
     multipart_copy_threshold: int = 1024**3
     temp_dir: Path | None = None
@@ -82,21 +84,12 @@ class S3Store(ArtifactStore):
         self.options = options
         if not 5 * 1024**2 <= options.part_size <= 5 * 1024**3:
             raise StoreError("an S3 multipart part must be between 5 MiB and 5 GiB")
-        self.client: S3Client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=options.endpoint_url,
-            region_name=options.region,
-            aws_access_key_id=options.access_key_id,
-            aws_secret_access_key=options.secret_access_key,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path" if options.path_style else "auto"},
-                retries={"mode": "standard", "max_attempts": 5},
-                connect_timeout=10,
-                read_timeout=120,
-                # The API serves concurrent downloads from one client.
-                max_pool_connections=32,
-            ),
+        self.client = self._client(options.endpoint_url)
+        # Signing makes no request: a client for the public address costs nothing until used.
+        self._presigner = (
+            self._client(options.presign_endpoint_url)
+            if options.presign_endpoint_url
+            else self.client
         )
         chunk = max(options.part_size, 64 * 1024**2)
         self._copy_config = TransferConfig(
@@ -110,6 +103,25 @@ class S3Store(ArtifactStore):
             multipart_chunksize=options.part_size,
             max_concurrency=4,
             max_io_queue=16,
+        )
+
+    def _client(self, endpoint_url: str | None) -> S3Client:
+        o = self.options
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=o.region,
+            aws_access_key_id=o.access_key_id,
+            aws_secret_access_key=o.secret_access_key,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path" if o.path_style else "auto"},
+                retries={"mode": "standard", "max_attempts": 5},
+                connect_timeout=10,
+                read_timeout=120,
+                # The API serves concurrent downloads from one client.
+                max_pool_connections=32,
+            ),
         )
 
     @classmethod
@@ -264,7 +276,7 @@ class S3Store(ArtifactStore):
     def presigned_url(self, digest: str, filename: str) -> str | None:
         if self.options.presign_seconds is None:
             return None
-        return self.client.generate_presigned_url(
+        return self._presigner.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
