@@ -22,16 +22,11 @@ from tests.worker.conftest import WORKER_REDIS, WorkerProcess
 from tests.worker.helpers import register_digits_model, wait_job
 
 
-@pytest.fixture(scope="module")
-def worker_settings(
-    s3_server: S3Server, committed_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> Settings:
-    """The worker conftest's settings, on a fresh prefix of the S3 server (overrides it for the
-    fixtures of this module: the worker process and the live client)."""
-    root = tmp_path_factory.mktemp("worker-s3")
+def s3_worker_settings(s3_server: S3Server, uri: str, committed_url: str, root: Path) -> Settings:
+    """The worker conftest's settings, with the artifacts under ``uri`` on the S3 server."""
     generate_key_file(root / "signing-key.pem")
     return Settings(
-        **s3_server.settings(s3_server.fresh_uri()),
+        **s3_server.settings(uri),
         environment=Environment.test,
         secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
         data_dir=root / "data",
@@ -44,6 +39,15 @@ def worker_settings(
         resend_after_seconds=3,
         sweep_interval_seconds=1,
     )
+
+
+@pytest.fixture(scope="module")
+def worker_settings(
+    s3_server: S3Server, committed_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
+    """Overrides the worker conftest's for this module's worker process and clients."""
+    root = tmp_path_factory.mktemp("worker-s3")
+    return s3_worker_settings(s3_server, s3_server.fresh_uri(), committed_url, root)
 
 
 def bucket_keys(store: S3Store) -> list[str]:
