@@ -138,7 +138,7 @@ def create_app(
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.key_cache = KeyCache(settings.auth_cache_seconds)
-    app.state.store = open_store(settings.resolved_artifact_uri)
+    app.state.store = open_store(settings.resolved_artifact_uri, settings)
     app.state.tasks = tasks or TaskSender(settings)
     install_handlers(app)
     # A getter, not the sessionmaker itself: tests swap the sessionmaker after the app is built.

@@ -5,6 +5,8 @@ Environment:
 - ``LETHE_TEST_DATABASE_URL``: an admin URL of a PostgreSQL server; a fresh ``lethe_test_*``
   database is created there for the session (default: postgres on 127.0.0.1:5432).
 - ``LETHE_TEST_REDIS_URL``: Redis for the broker (default: redis://127.0.0.1:6379/15).
+- ``LETHE_TEST_ARTIFACT_BACKEND``: ``file`` (default: a temporary folder per test) or ``s3``
+  (a fresh prefix per test on the session's SeaweedFS, :mod:`tests.s3_server`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -27,12 +30,25 @@ from app.core.migrate import upgrade
 from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.main import create_app
+from tests.s3_server import s3_server  # noqa: F401  (the session's S3 server fixture)
 from worker.context import WorkerContext
 
 PG_ADMIN_URL = os.environ.get(
     "LETHE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+ARTIFACT_BACKEND = os.environ.get("LETHE_TEST_ARTIFACT_BACKEND", "file")
+
+
+def artifact_settings(request: pytest.FixtureRequest, folder: Path) -> dict[str, Any]:
+    """``Settings`` fields for where a test's artifacts go, by ``LETHE_TEST_ARTIFACT_BACKEND``:
+    ``folder``, or a fresh prefix on the session's S3 server (started only when asked for)."""
+    if ARTIFACT_BACKEND == "file":
+        return {"artifact_uri": folder.as_uri()}
+    if ARTIFACT_BACKEND == "s3":
+        server = request.getfixturevalue("s3_server")
+        return server.settings(server.fresh_uri())  # type: ignore[no-any-return]
+    raise pytest.UsageError(f"LETHE_TEST_ARTIFACT_BACKEND={ARTIFACT_BACKEND!r}: use file or s3")
 
 
 def _with_db(url: str, name: str) -> str:
@@ -111,14 +127,16 @@ def signing_key_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture()
-def settings(tmp_path: Path, database_url: str, signing_key_path: Path) -> Settings:
+def settings(
+    request: pytest.FixtureRequest, tmp_path: Path, database_url: str, signing_key_path: Path
+) -> Settings:
     return Settings(
+        **artifact_settings(request, tmp_path / "artifacts"),
         environment=Environment.test,
         secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
         data_dir=tmp_path / "data",
         database_url=database_url,
         redis_url=REDIS_URL,
-        artifact_uri=(tmp_path / "artifacts").as_uri(),
         signing_key_path=signing_key_path,
         max_upload_bytes=64 * 1024**2,
         auto_migrate=False,
@@ -147,6 +165,6 @@ def worker_ctx(settings: Settings, session_factory: sessionmaker[Session]) -> Wo
         settings=settings,
         engine=None,  # type: ignore[arg-type]
         sessionmaker=session_factory,
-        store=open_store(settings.resolved_artifact_uri),
+        store=open_store(settings.resolved_artifact_uri, settings),
         name="test-worker",
     )

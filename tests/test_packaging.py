@@ -98,7 +98,10 @@ def test_compose_stack() -> None:
     assert services["worker-cpu"]["profiles"] == ["cpu"]
     gpu = services["worker-gpu"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and gpu["capabilities"] == ["gpu"]
-    artifact_dir = services["api"]["environment"]["LETHE_ARTIFACT_URI"].removeprefix("file://")
+    # The shared volume unless .env names a bucket (LETHE_ARTIFACT_URI=s3://...).
+    artifact_uri = services["api"]["environment"]["LETHE_ARTIFACT_URI"]
+    assert artifact_uri.startswith("${LETHE_ARTIFACT_URI:-file://")
+    artifact_dir = artifact_uri.removeprefix("${LETHE_ARTIFACT_URI:-file://").removesuffix("}")
     for name in ("api", "worker-gpu", "worker-cpu"):
         svc = services[name]
         assert svc["build"]["target"] == ("api" if name == "api" else "worker")

@@ -9,6 +9,7 @@ first use (see :mod:`worker.context`), never before a fork.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -56,6 +57,37 @@ def _fresh_resources_after_fork(**_: Any) -> None:
     reset_context()
 
 
+def _refuse_gpu_queue_without_cuda(sender: Any = None, **_: Any) -> None:
+    """A worker taking the ``gpu`` queue on a machine where torch sees no CUDA device would
+    run every GPU job on the CPU, hours slower: refuse with one line (exit 1) instead."""
+    selected = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    names = set(getattr(selected, "consume_from", None) or {})
+    if "gpu" not in names:
+        return
+    import torch
+
+    # The NVML-based check counts devices without initialising CUDA in this (pre-fork) process.
+    previous = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+    os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = "1"
+    try:
+        available = torch.cuda.is_available()
+    finally:
+        if previous is None:
+            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+        else:
+            os.environ["PYTORCH_NVML_BASED_CUDA_CHECK"] = previous
+    if not available:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hint = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        print(
+            f"error: this worker takes the gpu queue but torch sees no CUDA device{hint};"
+            " start it with --queue cpu, or on a machine with a GPU and the CUDA build of torch",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(1)
+
+
 def _check_schema(**_: Any) -> None:
     """Before the pool starts: the rule every process follows (:func:`ensure_schema`). Embedded
     mode migrates; production mode refuses a database not at head with one line naming
@@ -95,6 +127,7 @@ def _json_logs(loglevel: str | int | None = None, **_: Any) -> None:
 
 
 setup_logging.connect(_json_logs, weak=False)
+worker_init.connect(_refuse_gpu_queue_without_cuda, weak=False)
 worker_init.connect(_check_schema, weak=False)
 worker_process_init.connect(_fresh_resources_after_fork, weak=False)
 worker_ready.connect(_start_sweeper, weak=False)

@@ -34,7 +34,7 @@ def get_context() -> WorkerContext:
         settings=settings,
         engine=engine,
         sessionmaker=make_sessionmaker(engine),
-        store=open_store(settings.resolved_artifact_uri),
+        store=open_store(settings.resolved_artifact_uri, settings),
         name=f"{socket.gethostname()}:{os.getpid()}",
         tasks=TaskSender(settings),
     )

@@ -501,10 +501,13 @@ def download_response(
     request: Request, store: ArtifactStore, digest: str | None, filename: str
 ) -> Response:
     """Stream an artifact with ``ETag`` (its digest), ``Repr-Digest``, ``Content-Length`` and
-    single-range ``Range`` support."""
-    if digest is None or not store.exists(digest):
+    single-range ``Range`` support, or (a store configured for it) answer 307 to a short-lived
+    presigned URL of the store, with the same ``ETag`` and ``Repr-Digest``; the client's
+    ``Range`` then goes to the store."""
+    info = store.stat(digest) if digest is not None else None
+    if digest is None or info is None:
         raise NotFound("The artifact's bytes are not available.")
-    size = store.size(digest)
+    size = info.size
     etag = f'"{digest}"'
     headers = {
         "ETag": etag,
@@ -514,6 +517,13 @@ def download_response(
     }
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
+    url = store.presigned_url(digest, filename)
+    if url is not None:
+        # The bytes come from the store itself; the digest headers stay here, so a client can
+        # check what it fetched. The URL expires soon: nobody may cache this answer.
+        headers["Location"] = url
+        headers["Cache-Control"] = "no-store"
+        return Response(status_code=307, headers=headers)
     range_header = request.headers.get("range")
     if_range = request.headers.get("if-range")
     span = _parse_range(range_header, size) if range_header else None

@@ -29,7 +29,7 @@ def cmd_store_check(args: argparse.Namespace) -> int:
     try:
         report = artifacts.check_store(
             make_sessionmaker(engine),
-            open_store(settings.resolved_artifact_uri),
+            open_store(settings.resolved_artifact_uri, settings),
             grace_seconds=settings.store_orphan_grace_seconds,
             repair=args.repair,
             verify_digests=not args.quick,

@@ -54,7 +54,44 @@ class Settings(BaseSettings):
         default=None, description="Celery broker; default is a filesystem spool in data_dir."
     )
     artifact_uri: str | None = Field(
-        default=None, description="Artifact store URI (file://...); default data_dir/artifacts."
+        default=None,
+        description="Artifact store URI (file://... or s3://bucket/prefix); default"
+        " data_dir/artifacts.",
+    )
+    # The S3 backend (LETHE_ARTIFACT_URI=s3://bucket/prefix). Unset credentials fall back to
+    # boto3's own chain (AWS_* variables, a shared profile, an instance role).
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="S3 endpoint (a self-hosted server's URL); default AWS for the region.",
+    )
+    s3_region: str | None = Field(
+        default=None, max_length=64, description="S3 region; default boto3's own choice."
+    )
+    s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key ID.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    s3_path_style: bool = Field(
+        default=False,
+        description="Address buckets as endpoint/bucket/key (most self-hosted servers need it)"
+        " instead of bucket.endpoint/key.",
+    )
+    s3_part_size_bytes: int = Field(
+        default=8 * 1024**2,
+        ge=5 * 1024**2,
+        le=512 * 1024**2,
+        description="Multipart upload part: the upload bytes an S3 writer holds in memory.",
+    )
+    s3_presigned_downloads: bool = Field(
+        default=False,
+        description="Downloads answer 307 to a short-lived presigned S3 URL instead of passing"
+        " the bytes through the API (the digest headers stay on the redirect).",
+    )
+    s3_presign_seconds: int = Field(
+        default=300, ge=1, le=7 * 86400, description="How long a presigned download URL works."
+    )
+    s3_presign_endpoint_url: str | None = Field(
+        default=None,
+        description="The store's address as clients reach it, when not LETHE_S3_ENDPOINT_URL"
+        " (an internal name such as http://seaweedfs:8333): presigned URLs are signed for it.",
     )
     secret_key: SecretStr = Field(
         default=SecretStr("changethis"),
@@ -159,6 +196,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _s3_credentials_in_pairs(self) -> Self:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "set both LETHE_S3_ACCESS_KEY_ID and LETHE_S3_SECRET_ACCESS_KEY, or neither"
+                " (to use boto3's own credentials)"
+            )
+        return self
+
     @property
     def mode(self) -> Mode:
         db = self.database_url or ""
@@ -237,7 +283,7 @@ def describe_settings_error(exc: ValidationError, env_file: str | None = None) -
 _SECRET_FIELDS = frozenset(
     name
     for name, field in Settings.model_fields.items()
-    if field.annotation is SecretStr or name.endswith(("_url", "_uri"))
+    if field.annotation in (SecretStr, SecretStr | None) or name.endswith(("_url", "_uri"))
 )
 
 

@@ -23,7 +23,7 @@ from app.core.config import Environment, Settings
 from app.core.db import make_engine
 from app.core.tasks import TaskSender, worker_command
 from app.main import create_app
-from tests.conftest import fresh_database
+from tests.conftest import artifact_settings, fresh_database
 
 WORKER_REDIS = os.environ.get("LETHE_TEST_WORKER_REDIS_URL", "redis://127.0.0.1:6379/14")
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,16 +36,18 @@ def committed_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def worker_settings(committed_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def worker_settings(
+    request: pytest.FixtureRequest, committed_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Settings:
     root = tmp_path_factory.mktemp("worker")
     generate_key_file(root / "signing-key.pem")
     return Settings(
+        **artifact_settings(request, root / "artifacts"),
         environment=Environment.test,
         secret_key=secrets.token_urlsafe(32),  # type: ignore[arg-type]
         data_dir=root / "data",
         database_url=committed_url,
         redis_url=WORKER_REDIS,
-        artifact_uri=(root / "artifacts").as_uri(),
         signing_key_path=root / "signing-key.pem",
         auto_migrate=False,
         # Fast failure detection, so crash-recovery tests take seconds, not minutes.

@@ -8,9 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from app.core.errors import ServiceUnavailable
+
 
 class StoreError(RuntimeError):
     pass
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The store did not answer (a remote store's network or server failure, after retries):
+    the API answers 503, a worker's job fails with this line rather than a traceback."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,9 @@ class ArtifactStore(ABC):
     def open(self, digest: str) -> BinaryIO: ...
 
     @abstractmethod
-    def delete(self, digest: str) -> None: ...
+    def delete(self, digest: str) -> int:
+        """Remove the blob, every stored version of it where the store keeps versions. Returns
+        how many stored copies held its bytes (0: there was none)."""
 
     @abstractmethod
     def local_file(self, digest: str) -> AbstractContextManager[Path]:
@@ -121,6 +130,11 @@ class ArtifactStore(ABC):
                     break
                 remaining -= len(chunk)
                 yield chunk
+
+    def presigned_url(self, digest: str, filename: str) -> str | None:
+        """A short-lived URL from which a client may fetch the blob without the API, or None
+        when the store offers none (or is configured not to)."""
+        return None
 
     def put_bytes(self, data: bytes) -> str:
         """Store ``data`` without a row and without the digest's lock (tests and tools): the

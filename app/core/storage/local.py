@@ -94,8 +94,12 @@ class LocalStore(ArtifactStore):
     def open(self, digest: str) -> BinaryIO:
         return open(self._path(digest), "rb")
 
-    def delete(self, digest: str) -> None:
-        self._path(digest).unlink(missing_ok=True)
+    def delete(self, digest: str) -> int:
+        try:
+            self._path(digest).unlink()
+        except FileNotFoundError:
+            return 0
+        return 1
 
     @contextmanager
     def local_file(self, digest: str) -> Iterator[Path]:
