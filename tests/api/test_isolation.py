@@ -82,7 +82,10 @@ def test_other_tenants_resources_answer_404_like_missing_ones(
                 if path.endswith("/reference-kits")
                 else {"class_ids": [2]}
             )
-            body = {"json": valid} if method == "post" else {}
+            body: dict[str, object] = {"json": valid} if method == "post" else {}
+            if path.endswith("/forget-requests/file"):  # multipart: the IDs as a text file
+                ids = values["sample_id"].encode()
+                body = {"files": {"sample_ids": ("ids.txt", ids)}, "data": {"request": "{}"}}
             own = client.request(
                 method, path.format(**values), headers=acme.headers("admin"), **body
             )
