@@ -8,6 +8,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -274,3 +275,28 @@ def test_methods_stop_when_asked(pretrained: Pretrained) -> None:
 
 def test_registry_names_every_method() -> None:
     assert set(DIFFUSION_METHODS) == {"sfr_on", "grad_ascent", "salun", "retrain"}
+
+
+def test_deep_check_loads_safetensors_and_refuses_misfits(
+    tmp_path: Path, digits: tuple[ArrayDataset, ArrayDataset]
+) -> None:
+    from safetensors.torch import save_file
+
+    from app.unlearning.diffusion.manifest import parse_diffusion_spec
+    from app.unlearning.diffusion.weights import deep_check
+    from app.unlearning.weights import ModelRejected
+
+    spec = parse_diffusion_spec({"unet": TINY_UNET}, dataset_classes=10, image_shape=(1, 8, 8))
+    good = tmp_path / "good.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny().state_dict().items()}, str(good))
+    metrics = deep_check(good, spec, test=digits[1], evaluator=None, device=CPU)
+    assert metrics["probe_steps"] == 3
+    wider = parse_unet_config({**TINY_UNET, "block_out_channels": [32, 64]})
+    wide = tmp_path / "wide.safetensors"
+    save_file({k: v.contiguous() for k, v in build_unet(wider).state_dict().items()}, str(wide))
+    with pytest.raises(ModelRejected, match="shapes do not fit"):
+        deep_check(wide, spec, test=digits[1], evaluator=None, device=CPU)
+    pickle = tmp_path / "model.pt"
+    torch.save(tiny().state_dict(), pickle)
+    with pytest.raises(ModelRejected, match="safetensors"):
+        deep_check(pickle, spec, test=digits[1], evaluator=None, device=CPU)

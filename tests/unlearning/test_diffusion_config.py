@@ -110,3 +110,29 @@ def test_config_module_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules and 'diffusers' not in sys.modules, 'heavy import'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_upload_spec_must_fit_the_dataset() -> None:
+    from app.unlearning.diffusion.manifest import parse_diffusion_spec
+
+    ok = {"unet": TINY_UNET, "scheduler": {}, "training": {"steps": 800}}
+    spec = parse_diffusion_spec(ok, dataset_classes=10, image_shape=(1, 8, 8))
+    assert spec.training.steps == 800
+    fit = parse_diffusion_spec
+    assert field_of(fit, ok, dataset_classes=10, image_shape=(1, 28, 28)) == "unet.sample_size"
+    assert field_of(fit, ok, dataset_classes=5, image_shape=(1, 8, 8)) == "unet.num_class_embeds"
+    assert field_of(fit, {**ok, "weights": 1}, dataset_classes=10, image_shape=(1, 8, 8)) == (
+        "weights"
+    )
+    bad_training = {**ok, "training": {"lr": 0}}
+    assert field_of(fit, bad_training, dataset_classes=10, image_shape=(1, 8, 8)) == "training.lr"
+    assert field_of(fit, {"scheduler": {}}, dataset_classes=10, image_shape=(1, 8, 8)) == "unet"
+
+
+def test_sample_wise_requests_are_refused_with_the_reason() -> None:
+    from app.unlearning.diffusion.manifest import refuse_sample_wise
+
+    assert refuse_sample_wise(0) is None
+    err = refuse_sample_wise(3)
+    assert err is not None and err.field == "forget_ids"
+    assert "classes only" in err.message and "forget_classes" in err.message

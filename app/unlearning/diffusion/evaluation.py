@@ -119,6 +119,10 @@ def generate(
             )
         )
         labels.append(y)
+    if not images:
+        return torch.zeros((0, *image_shape), device=device), torch.zeros(
+            0, dtype=torch.long, device=device
+        )
     return torch.cat(images), torch.cat(labels)
 
 
@@ -155,16 +159,17 @@ def evaluate_generation(
         model, schedule, kept, n_kept,
         image_shape=shape, sampling=sampling, seed=seed, device=device, reporter=rep,
     )  # fmt: skip
-    f_logits, _ = evaluator.logits_and_features(fx)
     k_logits, k_feats = evaluator.logits_and_features(kx)
-    fy_c, ky_c = fy.cpu(), ky.cpu()
-    probs = torch.softmax(f_logits.double(), 1)
-    out: dict[str, Any] = {
-        "FA": 100.0 * float((f_logits.argmax(1) == fy_c).float().mean()),
-        "forget_entropy": float(_entropy(f_logits).mean()),
-        "forget_prob": float(probs.gather(1, fy_c.view(-1, 1)).mean()),
-    }
-    out["UA"] = 100.0 - out["FA"]
+    ky_c = ky.cpu()
+    out: dict[str, Any] = {}
+    if forget_classes:
+        f_logits, _ = evaluator.logits_and_features(fx)
+        fy_c = fy.cpu()
+        probs = torch.softmax(f_logits.double(), 1)
+        out["FA"] = 100.0 * float((f_logits.argmax(1) == fy_c).float().mean())
+        out["UA"] = 100.0 - out["FA"]
+        out["forget_entropy"] = float(_entropy(f_logits).mean())
+        out["forget_prob"] = float(probs.gather(1, fy_c.view(-1, 1)).mean())
     per_class = {
         str(c): 100.0 * float((k_logits[ky_c == c].argmax(1) == c).float().mean()) for c in kept
     }
