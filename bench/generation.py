@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--alpha0", type=float, default=None, help="SFR-on and GA alpha0")
     p.add_argument("--n-forget", type=int, default=None, help="images of the forgotten class")
     p.add_argument("--n-kept", type=int, default=None, help="images per kept class")
-    p.add_argument("--sampling-steps", type=int, default=50)
+    p.add_argument("--sampling-steps", type=int, default=None)
     p.add_argument("--guidance", type=float, default=2.0)
     p.add_argument("--device", default="auto")
     p.add_argument(
@@ -99,10 +99,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     q = args.quick
     defaults = {
         "forget_class": 3 if q else 1,
-        "steps": 800 if q else 2000,
-        "iterations": 150,
-        "n_forget": 100 if q else 500,
-        "n_kept": 50,
+        "steps": 600 if q else 2000,
+        "iterations": 100 if q else 150,
+        "n_forget": 64 if q else 500,
+        "n_kept": 32 if q else 50,
+        "sampling_steps": 25 if q else 50,
     }
     for k, v in defaults.items():
         if getattr(args, k) is None:
