@@ -300,3 +300,23 @@ def test_deep_check_loads_safetensors_and_refuses_misfits(
     torch.save(tiny().state_dict(), pickle)
     with pytest.raises(ModelRejected, match="safetensors"):
         deep_check(pickle, spec, test=digits[1], evaluator=None, device=CPU)
+
+
+@pytest.mark.slow
+def test_deep_check_records_a_generation_baseline(tmp_path: Path, pretrained: Pretrained) -> None:
+    from safetensors.torch import save_file
+
+    from app.unlearning.diffusion.manifest import parse_diffusion_spec
+    from app.unlearning.diffusion.weights import deep_check
+
+    spec = parse_diffusion_spec({"unet": TINY_UNET}, dataset_classes=10, image_shape=(1, 8, 8))
+    path = tmp_path / "pretrained.safetensors"
+    save_file({k: v.contiguous() for k, v in pretrained.model.state_dict().items()}, str(path))
+    baseline = deep_check(
+        path, spec, test=pretrained.test, evaluator=pretrained.evaluator, device=CPU,
+        n_per_class=8, sampling=SAMPLING,
+    )  # fmt: skip
+    assert "FA" not in baseline  # nothing is forgotten yet
+    assert set(baseline["kept_accuracy_per_class"]) == {str(c) for c in range(10)}
+    assert baseline["kept_accuracy"] >= 80
+    assert baseline["fd_pooled"] >= 0
