@@ -121,5 +121,16 @@ def build_model(architecture: str, args: dict[str, Any]) -> nn.Module:
     return BUILDERS[architecture](parsed.model_dump())
 
 
+def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The activations that feed a classifier's last linear layer, ``(N, D)``: the feature space
+    of Frechet distances between generated and real images ("Frechet LeNet distance")."""
+    if isinstance(model, SmallCNN):
+        out: torch.Tensor = model.classifier[:-1](model.features(x))
+        return out
+    if isinstance(model, ResNet18Cifar):
+        return torch.flatten(model.pool(model.layers(model.stem(x))), 1)
+    raise TypeError(f"no penultimate features for {type(model).__name__}")
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
