@@ -24,7 +24,12 @@ from app.core.db import make_engine, make_sessionmaker
 from app.core.docs import install_docs
 from app.core.errors import install_handlers
 from app.core.observability import Metrics, RequestContextMiddleware
-from app.core.openapi import document_body_limit, document_problems, document_unavailable
+from app.core.openapi import (
+    document_body_limit,
+    document_examples,
+    document_problems,
+    document_unavailable,
+)
 from app.core.storage import open_store
 from app.core.tasks import TaskSender
 from app.datasets.endpoints import router as datasets_router
@@ -181,6 +186,7 @@ def create_app(
         document_body_limit(schema, settings.max_json_body_bytes)
         document_unavailable(schema)
         document_problems(schema)
+        document_examples(schema)
         app.openapi_schema = schema
         return schema
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from app.core.body_limit import MULTIPART
@@ -181,3 +182,39 @@ def document_problems(schema: dict[str, Any]) -> None:
     for name in ("HTTPValidationError", "ValidationError"):
         if f'"#/components/schemas/{name}"' not in json.dumps(schema.get("paths", {})):
             components.pop(name, None)
+
+
+_EXAMPLES = Path(__file__).with_name("openapi_examples.json")
+
+
+def document_examples(schema: dict[str, Any]) -> None:
+    """Attach the recorded examples (``.ci/openapi_examples.py``: real answers of a throw-away
+    instance, shortened) to every JSON request body and success response that has one, and the
+    problem document's example to every error. A missing file leaves the document as it is."""
+    try:
+        recorded = json.loads(_EXAMPLES.read_text())
+    except (OSError, ValueError):
+        return
+    responses, requests = recorded.get("responses", {}), recorded.get("requests", {})
+    problem = {
+        "type": "https://lethe.dev/problems/not-found",
+        "title": "Resource not found",
+        "status": 404,
+        "detail": "No model 0b4f2c9e-8a1d-4f3b-9c2e-7d5a6b1e0f42.",
+        "instance": "/v1/models/0b4f2c9e-8a1d-4f3b-9c2e-7d5a6b1e0f42",
+    }
+    for path, operations in schema.get("paths", {}).items():
+        for method, operation in operations.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            key = f"{method} {path}"
+            if body is not None and key in requests and "example" not in body:
+                body["example"] = requests[key]
+            for code, response in operation.get("responses", {}).items():
+                for ctype, media in response.get("content", {}).items():
+                    if ctype == "application/problem+json":
+                        media.setdefault("example", {**problem, "status": int(code)})
+                    elif ctype == "application/json":
+                        ref = media.get("schema", {}).get("$ref", "").rsplit("/", 1)[-1]
+                        example = responses.get(ref) or responses.get(key)
+                        if example is not None:
+                            media.setdefault("example", example)

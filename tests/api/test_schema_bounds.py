@@ -73,3 +73,35 @@ def test_an_oversized_id_is_refused_before_any_lookup(client: TestClient, acme: 
     assert res.json()["errors"][0]["field"] == "path.model_id"
     res = client.get("/v1/jobs", params={"cursor": "c" * 513}, headers=headers)
     assert res.status_code == 422
+
+
+def test_every_operation_has_examples_that_match_its_schemas(client: TestClient) -> None:
+    """Request and response examples (recorded by .ci/openapi_examples.py from a real run) are
+    on every JSON body and success response, and each still validates against its schema: a
+    schema change that makes them stale fails here. Rerun the script to refresh them."""
+    import jsonschema_rs
+
+    spec = client.get("/openapi.json").json()
+    missing, invalid = [], []
+
+    def check(where: str, media: dict[str, Any]) -> None:
+        if "example" not in media:
+            missing.append(where)
+            return
+        root = {"components": spec["components"], **media.get("schema", {})}
+        validator = jsonschema_rs.Draft202012Validator(root)
+        errors = [e.message for e in validator.iter_errors(media["example"])][:3]
+        if errors:
+            invalid.append((where, errors))
+
+    for route, operations in spec["paths"].items():
+        for method, op in operations.items():
+            label = f"{method.upper()} {route}"
+            body = op.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                check(f"{label} request", body)
+            for code, response in op["responses"].items():
+                media = response.get("content", {}).get("application/json")
+                if media is not None and code.startswith("2"):
+                    check(f"{label} {code}", media)
+    assert missing == [] and invalid == []
