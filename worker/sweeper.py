@@ -32,6 +32,7 @@ from app.core.db import database_unavailable, session_scope, unavailable_reason
 from app.erasure import service as erasure
 from app.jobs import repository as jobs_repo
 from app.jobs import service as jobs
+from app.jobs.routing import service_only
 from app.models import Job
 from app.models.base import utcnow
 from app.models.job import JobKind, JobState
@@ -114,7 +115,7 @@ def sweep_once(
     # Retired versions whose retention window ended: their purge jobs (sent after the commit).
     with session_scope(ctx.sessionmaker) as s:
         counts["purges"] = erasure.queue_due_purges(
-            s, ctx.tasks, actor=actor, queue=settings.job_queue, now=now
+            s, ctx.tasks, actor=actor, queue=service_only(settings.job_queue), now=now
         )
 
     # Sent only after the commit: a crash in between just means the next sweep sends them.

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from typing import TYPE_CHECKING, Any
 
-from app.cli.common import EXIT_OK, _settings
+from app.cli.common import EXIT_OK, EXIT_USAGE, _settings
 
 if TYPE_CHECKING:
     from app.cli.common import SubParsers
@@ -64,6 +64,22 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from app.core.migrate import ensure_schema
     from app.core.tasks import worker_command
 
+    if args.queue == "gpu" and args.concurrency != 1:
+        # One job per GPU: a second training on the same device would halve both and can run
+        # it out of memory. Run one worker process per GPU instead (see --gpu).
+        print(
+            "error: a gpu worker runs one job at a time (--concurrency 1); start one worker"
+            " per GPU with --gpu N",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if args.gpu is not None:
+        if args.queue != "gpu":
+            print("error: --gpu needs --queue gpu", file=sys.stderr)
+            return EXIT_USAGE
+        # Before Celery (and torch) start: this process and its children see only that device.
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
+
     ensure_schema(_settings())
 
     argv = worker_command(
@@ -109,6 +125,11 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--queue", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--pool", choices=["solo", "prefork", "threads"], default="solo")
     p.add_argument("--concurrency", type=int, default=1)
+    p.add_argument(
+        "--gpu",
+        metavar="N",
+        help="the GPU this worker uses (sets CUDA_VISIBLE_DEVICES; one worker per GPU)",
+    )
     p.add_argument("--log-level", default="info")
     p.set_defaults(func=cmd_worker)
 

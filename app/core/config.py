@@ -129,7 +129,16 @@ class Settings(BaseSettings):
         "another process stops working within this time. 0 checks every request.",
     )
     job_queue: str = Field(
-        default="cpu", pattern="^(cpu|gpu)$", description="Queue new jobs go to (cpu or gpu)."
+        default="cpu",
+        pattern="^(cpu|gpu|auto)$",
+        description="Queue new jobs go to: cpu, gpu, or auto (by the model's size; needs workers"
+        " on both queues). A tenant's or a request's `device` overrides it.",
+    )
+    gpu_min_parameters: int = Field(
+        default=2_000_000,
+        ge=0,
+        le=10**12,
+        description="Under `auto`, models with at least this many parameters go to the gpu queue.",
     )
     job_timeout_seconds: int = Field(
         default=6 * 3600, gt=0, description="Longest a job may run; sets the broker timeout."

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -45,6 +45,11 @@ class ForgetRequestIn(BaseModel):
     reason: str = Field(default="", max_length=2000)
     subject_ref: str | None = Field(
         default=None, max_length=200, description="Opaque reference to the data subject."
+    )
+    device: Literal["auto", "cpu", "gpu"] | None = Field(
+        default=None,
+        description="Run this request's job on the gpu or cpu queue, or choose by the model's"
+        " size (auto); unset uses the tenant's, then the service's, setting.",
     )
     allow_uncertified_base: bool = Field(
         default=False,

@@ -28,6 +28,7 @@ from app.datasets.samples import sample_index
 from app.forget_requests import repository
 from app.forget_requests import states as request_states
 from app.forget_requests.schemas import ForgetRequestIn
+from app.jobs import routing
 from app.jobs import service as jobs
 from app.model_registry import service as models
 from app.models import ForgetRequest, Job, ModelVersion
@@ -188,7 +189,8 @@ def submit(
         _carry(session, group, retry_job, actor, f"retried in job {retry_job.id}")
     job = _join_queued_job(session, request, body.seed, allow_uncertified)
     if job is None:
-        job = _new_job(session, tasks, settings, request, head, actor, body.seed)
+        # (A request that joins a queued job runs on that job's queue.)
+        job = _new_job(session, tasks, settings, request, head, actor, body.seed, body.device)
     request.job_id = job.id
     session.flush()
     _carry(session, same_shape, job, actor, f"retried with request {request.id} in job {job.id}")
@@ -288,14 +290,18 @@ def _new_job(
     head: ModelVersion,
     actor: str,
     seed: int,
+    device: str | None = None,
 ) -> Job:
+    where = routing.route(
+        session, settings, tenant_id=request.tenant_id, model=head, request_device=device
+    )
     return jobs.create(
         session,
         tasks,
         tenant_id=request.tenant_id,
         kind=JobKind.unlearn,
         task_name=UNLEARN,
-        queue=settings.job_queue,
+        queue=where.queue,
         actor=actor,
         model_id=head.id,
         lineage_id=request.lineage_id,

@@ -27,6 +27,7 @@ from app.core.tasks import TaskSender
 from app.erasure import service as erasure
 from app.forget_requests import repository
 from app.forget_requests import states as request_states
+from app.jobs import routing
 from app.jobs import service as jobs
 from app.jobs.service import JobFailed
 from app.model_registry.snapshot import ModelSnapshot
@@ -317,7 +318,12 @@ def record(
         # Everything else in the lineage holds what this version forgot: retire it, and purge
         # it now or after the tenant's retention window.
         purge_job_id = erasure.retire_superseded(
-            session, settings, tasks, new, actor=actor, queue=settings.job_queue
+            session,
+            settings,
+            tasks,
+            new,
+            actor=actor,
+            queue=routing.service_only(settings.job_queue),
         )
         job.outcome = {**job.outcome, "purge_job_id": purge_job_id}
     audit.record(

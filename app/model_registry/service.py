@@ -23,6 +23,7 @@ from app.core.storage import ArtifactStore
 from app.core.tasks import VALIDATE_MODEL, TaskSender
 from app.core.uploads import UploadedFile
 from app.datasets import repository as datasets
+from app.jobs import routing
 from app.jobs import service as jobs
 from app.model_registry import repository
 from app.model_registry.schemas import ModelSpec, Normalization
@@ -151,7 +152,7 @@ def register(
         tenant_id=tenant_id,
         kind=JobKind.validate_model,
         task_name=VALIDATE_MODEL,
-        queue=settings.job_queue,
+        queue=routing.route(session, settings, tenant_id=tenant_id, model=mv).queue,
         model_id=mv.id,
         actor=actor,
     )

@@ -40,7 +40,7 @@ def request_kit(
         model_id=model_id,
         k=body.k,
         seed=body.seed,
-        queue=settings.job_queue,
+        settings=settings,
     )
     if existed:
         response.status_code = status.HTTP_200_OK

@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 
 from app.artifacts import service as artifacts
 from app.audit import service as audit
+from app.core.config import Settings
 from app.core.errors import Conflict, NotFound
 from app.core.storage import ArtifactStore, StagedBlob
 from app.core.tasks import BUILD_REFERENCE_KIT, TaskSender
 from app.datasets import repository as datasets
+from app.jobs import routing
 from app.jobs import service as jobs
 from app.model_registry import service as models
 from app.models import Job, ModelVersion, ReferenceKit
@@ -78,7 +80,7 @@ def request_build(
     model_id: str,
     k: int,
     seed: int,
-    queue: str,
+    settings: Settings,
 ) -> tuple[ReferenceKit, bool]:
     """Queue a kit for the model's manifest, architecture and recipe; an equal kit that is
     ready or being built is returned instead (True: it already existed)."""
@@ -113,7 +115,8 @@ def request_build(
         tenant_id=tenant_id,
         kind=JobKind.build_reference_kit,
         task_name=BUILD_REFERENCE_KIT,
-        queue=queue,
+        # K trainings of the model: the same routing as the model's own jobs.
+        queue=routing.route(session, settings, tenant_id=tenant_id, model=mv).queue,
         actor=actor,
         model_id=mv.id,
     )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,6 +66,11 @@ class TenantSettings(BaseModel):
         " the remain set (the exact answer) and certify that instead.",
     )
     policy: PolicyOverrides = Field(default_factory=PolicyOverrides)
+    device: Literal["auto", "cpu", "gpu"] | None = Field(
+        default=None,
+        description="Queue of this tenant's jobs (auto: by the model's size); unset uses the"
+        " service's LETHE_JOB_QUEUE. A request's own `device` wins.",
+    )
     retention_days: float | None = Field(
         default=None,
         ge=0,
