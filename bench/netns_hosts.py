@@ -21,6 +21,7 @@ import glob
 import json
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -34,7 +35,6 @@ from tests.hosts.layout import (  # noqa: E402
     Cluster,
     down_from_state,
     missing_requirements,
-    write_state,
 )
 
 
@@ -48,16 +48,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     root = Path(args.root or tempfile.mkdtemp(prefix="lethe-hosts-"))
     cluster = Cluster(root, workers=args.workers, fast_failover=not args.production_timeouts)
+    # Both, explicitly: a shell that starts `up` in the background leaves SIGINT ignored.
     signal.signal(signal.SIGTERM, _stop)
-    state = root / "state.json"
+    signal.signal(signal.SIGINT, _stop)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        write_state(cluster, state)
         print(f"starting in {root} ...", flush=True)
-        try:
-            cluster.up()
-        finally:
-            write_state(cluster, state)  # now with the servers' pids
+        cluster.up()  # writes root/state.json as it goes, for `down`
         key = cluster.create_tenant(args.tenant)
         _describe(cluster, key)
         while True:
@@ -66,7 +62,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print("\ntearing down ...", flush=True)
     finally:
         cluster.down()
-        state.unlink(missing_ok=True)
+        shutil.rmtree(cluster.servers_dir, ignore_errors=True)
+        (root / "signing-key.pem").unlink(missing_ok=True)  # a secret; copies went with the hosts'
+        for host in cluster.hosts.values():
+            shutil.rmtree(host.etc, ignore_errors=True)
         print(f"down; logs kept under {root}/hosts/*/*.log")
     return 0
 

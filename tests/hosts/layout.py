@@ -168,10 +168,21 @@ class Cluster:
 
     # -- up -------------------------------------------------------------------------------------
 
+    @property
+    def state_file(self) -> Path:
+        """What was made so far, for ``bench/netns_hosts.py down`` should this process die."""
+        return self.root / "state.json"
+
     def up(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._network()
-        self._servers()
+        try:
+            self._network()
+        finally:
+            write_state(self)
+        try:
+            self._servers()
+        finally:
+            write_state(self)
         self._configure_hosts()
         self.migrate()
         self.start_api()
@@ -446,6 +457,7 @@ class Cluster:
             _ip("netns", "del", netns, check=False)
         _ip("link", "del", self.bridge, check=False)
         self._net_made.clear()
+        self.state_file.unlink(missing_ok=True)
 
 
 def down_from_state(state: Mapping[str, Any]) -> None:
@@ -485,5 +497,5 @@ def _cmd_of(pid: int) -> str:
     return Path(raw.split(b"\0", 1)[0].decode(errors="replace")).name
 
 
-def write_state(cluster: Cluster, path: Path) -> None:
-    path.write_text(json.dumps(cluster.state(), indent=2))
+def write_state(cluster: Cluster) -> None:
+    cluster.state_file.write_text(json.dumps(cluster.state(), indent=2))

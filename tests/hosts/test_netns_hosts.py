@@ -4,7 +4,9 @@ mode. Jobs run on either worker; a worker host that loses every process mid-job 
 finished exactly once by the other, through the sweeper's re-queue; no host sees another's disk.
 
 The servers are the test's own, bound to the bridge's address only; nothing here touches the
-machine's shared PostgreSQL or Redis."""
+machine's shared PostgreSQL or Redis. Everything is torn down after, even on failure; should
+pytest itself be killed, ``bench/netns_hosts.py down <its tmp folder>/hosts0/state.json`` removes
+what the run left."""
 
 from __future__ import annotations
 
