@@ -63,7 +63,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         cluster.down()
         shutil.rmtree(cluster.servers_dir, ignore_errors=True)
-        (root / "signing-key.pem").unlink(missing_ok=True)  # a secret; copies went with the hosts'
+        (root / "signing-key.pem").unlink(missing_ok=True)  # a secret, like its copies below
         for host in cluster.hosts.values():
             shutil.rmtree(host.etc, ignore_errors=True)
         print(f"down; logs kept under {root}/hosts/*/*.log")

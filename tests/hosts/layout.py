@@ -60,7 +60,7 @@ def missing_requirements() -> str | None:
     """Why the layout cannot be built here, or None."""
     if os.geteuid() != 0:
         return "needs root (ip netns, veth pairs, a bridge)"
-    for tool in ("ip", "unshare", "runuser", "redis-server"):
+    for tool in ("ip", "unshare", "nsenter", "runuser", "redis-server"):
         if shutil.which(tool) is None:
             return f"needs `{tool}` on PATH"
     bindir = pg_bindir()
@@ -69,8 +69,17 @@ def missing_requirements() -> str | None:
     return None
 
 
+class NotPermitted(RuntimeError):
+    """Root without the capabilities namespaces need (an unprivileged container)."""
+
+
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=30)
+    res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and res.returncode != 0:
+        if "Operation not permitted" in res.stderr:
+            raise NotPermitted(f"ip {' '.join(args)}: {res.stderr.strip()}")
+        raise RuntimeError(f"ip {' '.join(args)} exited {res.returncode}: {res.stderr.strip()}")
+    return res
 
 
 def _free_subnet(start: int) -> int:

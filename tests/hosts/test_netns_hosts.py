@@ -24,7 +24,7 @@ from sqlalchemy import text
 
 from app.core.db import make_engine
 from tests import digits
-from tests.hosts.layout import API_PORT, BUCKET, Cluster, missing_requirements
+from tests.hosts.layout import API_PORT, BUCKET, Cluster, NotPermitted, missing_requirements
 
 _why = missing_requirements()
 pytestmark = pytest.mark.skipif(_why is not None, reason=f"network-namespace hosts: {_why}")
@@ -38,7 +38,10 @@ SLOW_RETRAIN = {"class_ids": [4], "method": "retrain", "config": {"epochs": 40}}
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("hosts"))
     try:
-        c.up()
+        try:
+            c.up()
+        except NotPermitted as exc:
+            pytest.skip(f"network-namespace hosts: not permitted here ({exc})")
         yield c
     finally:
         c.down()
@@ -201,11 +204,9 @@ def test_jobs_run_on_either_worker_and_artifacts_live_in_the_bucket(
     workers = {w.name for w in cluster.workers}
     assert {cluster.host_of(by).name for _, _, by in rows} <= workers
     assert {cluster.host_of(by).name for id_, _, by in rows if id_ in job_ids} == hosts
-    assert sorted(kind for _, kind, _ in rows if kind != "purge")[:3] == [
-        "unlearn",
-        "unlearn",
-        "validate_model",
-    ]
+    # (Each certified version also queued a purge of the one it superseded: claimed too.)
+    ran = sorted(kind for _, kind, _ in rows if kind != "purge")
+    assert ran == ["unlearn"] * 2 + ["validate_model"] * 2, ran
 
     # Every artifact is an object in the bucket; no host's disk holds one.
     assert cluster.s3 is not None
