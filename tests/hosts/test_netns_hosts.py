@@ -124,6 +124,16 @@ def _sh_on(cluster: Cluster, host_name: str, script: str) -> subprocess.Complete
     )
 
 
+def _nsenter(pid: int, namespace: str, *cmd: str) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in one of ``pid``'s namespaces (``-m`` mount, ``-n`` network)."""
+    return subprocess.run(
+        ["nsenter", "-t", str(pid), namespace, "--", *cmd],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_each_host_has_its_own_network_name_and_disk(cluster: Cluster) -> None:
     assert cluster.pg is not None and cluster.redis is not None
     marker = cluster.api.data_dir / "api-only"
@@ -153,23 +163,29 @@ def test_each_host_has_its_own_network_name_and_disk(cluster: Cluster) -> None:
             assert loopback == "ConnectionRefusedError ConnectionRefusedError", loopback
             assert bridge == "open open"
             assert api == "open"  # the network is one LAN; the disks are apart
-        # The running processes see the same: a worker's mount namespace hides the others'.
-        worker = cluster.workers[0]
-        pid = worker.procs[0].pid
-        ls = subprocess.run(
-            ["nsenter", "-t", str(pid), "-m", "--", "ls", "-A", str(cluster.api.root)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert ls.returncode == 0 and ls.stdout == "", (ls.stdout, ls.stderr)
-        own = subprocess.run(
-            ["nsenter", "-t", str(pid), "-m", "--", "ls", "-A", str(worker.root)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        assert "worker.log" in own.stdout.split()
+        # The running processes see the same: each one's mount namespace hides every other
+        # host's folder, while its own is there.
+        for host in cluster.hosts.values():
+            pid = host.procs[0].pid
+            for other in cluster.hosts.values():
+                ls = _nsenter(pid, "-m", "ls", "-A", str(other.root))
+                if other is host:
+                    assert any(n.endswith(".log") for n in ls.stdout.split()), ls
+                else:
+                    assert ls.returncode == 0 and ls.stdout == "", (host.name, other.name, ls)
+        # And every TCP connection a worker holds goes to a shared server at the bridge address.
+        servers = {
+            f"{cluster.gateway}:{cluster.pg.port}",
+            f"{cluster.gateway}:{cluster.redis.port}",
+        }
+        assert cluster.s3 is not None
+        s3 = cluster.s3.endpoint.removeprefix("http://")
+        for w in cluster.workers:
+            ss = _nsenter(w.procs[0].pid, "-n", "ss", "-Htn", "state", "established")
+            peers = {line.split()[3] for line in ss.stdout.splitlines() if line.strip()}
+            # (The broker connection is always open; PostgreSQL's and S3's come and go.)
+            redis_at = f"{cluster.gateway}:{cluster.redis.port}"
+            assert redis_at in peers and peers <= servers | {s3}, (w.name, peers)
     finally:
         marker.unlink()
 
