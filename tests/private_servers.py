@@ -2,7 +2,10 @@
 them: they may do that only to servers they started, never to the shared ones.
 
 PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` user from a
-directory that user owns (pytest's ``tmp_path`` is private to root)."""
+directory that user owns (pytest's ``tmp_path`` is private to root).
+
+Both listen on loopback unless given another ``host`` (the multi-host test binds them to a bridge
+that network namespaces reach)."""
 
 from __future__ import annotations
 
@@ -24,9 +27,9 @@ import redis
 from app.core.migrate import upgrade
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -43,11 +46,18 @@ def pg_bindir() -> Path | None:
 class PrivatePostgres:
     """A throwaway PostgreSQL server of this test's own. PostgreSQL refuses to run as root, so
     as root it runs as the ``postgres`` user from a directory that user owns (pytest's
-    ``tmp_path`` is private to root); otherwise from ``workdir``."""
+    ``tmp_path`` is private to root); otherwise from ``workdir``.
 
-    def __init__(self, bindir: Path, workdir: Path) -> None:
+    It listens on ``host`` only; ``clients`` (a CIDR such as ``10.231.0.0/24``) may connect
+    without a password as loopback may (initdb's trust lines cover loopback only)."""
+
+    def __init__(
+        self, bindir: Path, workdir: Path, host: str = "127.0.0.1", clients: str | None = None
+    ) -> None:
         self.bindir = bindir
-        self.port = free_port()
+        self.host = host
+        self.clients = clients
+        self.port = free_port(host)
         self._as_root = os.geteuid() == 0
         if self._as_root:
             self.root = Path(tempfile.mkdtemp(prefix="lethe-pg-"))
@@ -57,7 +67,7 @@ class PrivatePostgres:
             self.root.mkdir()
         self.data = self.root / "data"
         self.logfile = self.root / "server.log"
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/lethe"
+        self.url = f"postgresql+psycopg://postgres@{host}:{self.port}/lethe"
 
     def _run(self, *args: str) -> None:
         cmd = [str(self.bindir / args[0]), *args[1:]]
@@ -67,8 +77,11 @@ class PrivatePostgres:
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+        if self.clients:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.clients} trust\n")
         self.start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "lethe")
+        self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", "postgres", "lethe")
 
     def running(self) -> bool:
         cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.data), "status"]
@@ -79,7 +92,7 @@ class PrivatePostgres:
     def start(self) -> None:
         if self.running():
             return
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        options = f"-p {self.port} -k {self.root} -c listen_addresses={self.host} -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.logfile), "-o", options, "-w",
                   "start")  # fmt: skip
 
@@ -98,13 +111,15 @@ class PrivatePostgres:
 
 
 @contextmanager
-def private_postgres(workdir: Path) -> Iterator[PrivatePostgres]:
+def private_postgres(
+    workdir: Path, host: str = "127.0.0.1", clients: str | None = None
+) -> Iterator[PrivatePostgres]:
     """A migrated private server for the duration of the block (skips when PostgreSQL's server
     binaries are not installed), removed after."""
     bindir = pg_bindir()
     if bindir is None or not (bindir / "pg_ctl").exists():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
-    server = PrivatePostgres(bindir, workdir)
+    server = PrivatePostgres(bindir, workdir, host, clients)
     try:
         server.init()
         upgrade(server.url)
@@ -114,9 +129,11 @@ def private_postgres(workdir: Path) -> Iterator[PrivatePostgres]:
 
 
 class RedisServer:
-    """A private, non-persistent Redis: restarting it loses every queued message."""
+    """A private, non-persistent Redis: restarting it loses every queued message. Off loopback
+    (``host``) its protected mode is off, or it would refuse every client there."""
 
-    def __init__(self, port: int, workdir: Path) -> None:
+    def __init__(self, port: int, workdir: Path, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = port
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
@@ -128,7 +145,9 @@ class RedisServer:
                 "--port",
                 str(self.port),
                 "--bind",
-                "127.0.0.1",
+                self.host,
+                "--protected-mode",
+                "yes" if self.host == "127.0.0.1" else "no",
                 "--save",
                 "",
                 "--appendonly",
@@ -139,7 +158,7 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(host=self.host, port=self.port)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -41,11 +41,11 @@ def weed_binary() -> str:
     return found
 
 
-def _free_ports(n: int) -> list[int]:
+def _free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     with ExitStack() as stack:
         socks = [stack.enter_context(socket.socket()) for _ in range(n)]
         for s in socks:
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
         return [s.getsockname()[1] for s in socks]
 
 
@@ -111,9 +111,9 @@ class S3Server:
                 self.process.wait()
 
 
-def start_seaweedfs(root: Path, timeout: float = 60) -> S3Server:
-    """Start ``weed server`` (master, volume, filer and S3 gateway in one process) and return
-    once it stores objects; the bucket :data:`BUCKET` exists."""
+def start_seaweedfs(root: Path, timeout: float = 60, host: str = "127.0.0.1") -> S3Server:
+    """Start ``weed server`` (master, volume, filer and S3 gateway in one process), listening on
+    ``host`` only, and return once it stores objects; the bucket :data:`BUCKET` exists."""
     root.mkdir(parents=True, exist_ok=True)
     access, secret = "lethe-" + secrets.token_hex(4), secrets.token_urlsafe(24)
     config = root / "s3.json"
@@ -130,7 +130,7 @@ def start_seaweedfs(root: Path, timeout: float = 60) -> S3Server:
             }
         )
     )
-    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8, host)
     data = root / "data"
     data.mkdir(exist_ok=True)
     log = root / "weed.log"
@@ -138,8 +138,8 @@ def start_seaweedfs(root: Path, timeout: float = 60) -> S3Server:
         weed_binary(),
         "server",
         f"-dir={data}",
-        "-ip=127.0.0.1",
-        "-ip.bind=127.0.0.1",
+        f"-ip={host}",
+        f"-ip.bind={host}",
         f"-master.port={master}",
         f"-master.port.grpc={master_grpc}",
         "-master.telemetry=false",
@@ -160,7 +160,7 @@ def start_seaweedfs(root: Path, timeout: float = 60) -> S3Server:
     ]
     with open(log, "ab") as fh:
         proc = subprocess.Popen(argv, cwd=root, stdout=fh, stderr=subprocess.STDOUT)
-    server = S3Server(f"http://127.0.0.1:{s3}", access, secret, proc, log)
+    server = S3Server(f"http://{host}:{s3}", access, secret, proc, log)
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
