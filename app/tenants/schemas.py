@@ -81,5 +81,5 @@ class TenantSettings(BaseModel):
 
 
 class EffectiveValue(BaseModel):
-    value: bool | float | None
+    value: bool | float | str | None
     source: str = Field(examples=["tenant", "service (LETHE_RETENTION_DAYS)", "default"])

@@ -118,6 +118,11 @@ def effective_settings(
         if own.retention_days is not None
         else {"value": settings.retention_days, "source": "service (LETHE_RETENTION_DAYS)"}
     )
+    out["device"] = (
+        {"value": own.device, "source": "tenant"}
+        if own.device is not None
+        else {"value": settings.job_queue, "source": "service (LETHE_JOB_QUEUE)"}
+    )
     for name in type(own.policy).model_fields:
         mine = getattr(own.policy, name)
         out[f"policy.{name}"] = (

@@ -67,6 +67,8 @@ def test_jobs_follow_the_request_then_the_tenant_then_the_service(
     assert _queue_of(client, acme, digits_model_id) == "gpu"  # auto: above the threshold
     res = client.patch("/v1/tenant/settings", json={"device": "cpu"}, headers=acme.headers("admin"))
     assert res.status_code == 200 and res.json()["device"] == "cpu"
+    effective = client.get("/v1/tenant/settings/effective", headers=acme.headers()).json()
+    assert effective["device"] == {"value": "cpu", "source": "tenant"}
     assert _queue_of(client, acme, digits_model_id) == "cpu"
     assert _queue_of(client, acme, digits_model_id, device="gpu") == "gpu"
     bad = client.post(
