@@ -5,13 +5,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.core.config import Settings
 from app.core.deps import SessionDep, SettingsDep, StoreDep, TasksDep
 from app.core.errors import InvalidInput, NotFound
 from app.core.openapi import multipart_body
 from app.core.pagination import PageLimit, decode_cursor, finish_page
 from app.core.params import Cursor, IdFilter, ResourceId
+from app.core.storage import ArtifactStore
+from app.core.tasks import TaskSender
 from app.core.uploads import receive_multipart
 from app.forget_requests import lineage as lineage_views
 from app.forget_requests import repository, service
@@ -30,7 +34,7 @@ from app.forget_requests.schemas import (
 from app.models import ForgetRequest, ModelVersion
 from app.models.base import utcnow
 from app.models.forget_request import OPEN_STATUSES, RequestStatus
-from app.tenants.dependencies import Reader, Writer
+from app.tenants.dependencies import Principal, Reader, Writer
 
 router = APIRouter(tags=["forget requests"])
 
@@ -41,6 +45,36 @@ def to_out(fr: ForgetRequest) -> ForgetRequestOut:
     due = fr.due_at if fr.due_at.tzinfo else fr.due_at.replace(tzinfo=utcnow().tzinfo)
     out.overdue = fr.status in OPEN_STATUSES and due < utcnow()
     return out
+
+
+def _submit(
+    session: Session,
+    store: ArtifactStore,
+    tasks: TaskSender,
+    settings: Settings,
+    principal: Principal,
+    model_id: str,
+    body: ForgetRequestIn,
+    idempotency_key: str | None,
+    response: Response,
+) -> ForgetRequestOut:
+    """Submit a model's request, from a JSON body or an uploaded ID file alike."""
+    fr, replayed = service.submit(
+        session,
+        store,
+        tasks,
+        settings,
+        tenant_id=principal.tenant_id,
+        actor=principal.key_id,
+        model_id=model_id,
+        body=body,
+        idempotency_key=idempotency_key,
+    )
+    response.headers["Location"] = f"/v1/forget-requests/{fr.id}"
+    if replayed:
+        # The same key and body again: the original answer, as other idempotent APIs give it.
+        response.status_code = status.HTTP_200_OK
+    return to_out(fr)
 
 
 @router.post(
@@ -66,22 +100,9 @@ def submit_forget_request(
         Header(max_length=200, description="Same key and body: the same request comes back."),
     ] = None,
 ) -> ForgetRequestOut:
-    fr, replayed = service.submit(
-        session,
-        store,
-        tasks,
-        settings,
-        tenant_id=principal.tenant_id,
-        actor=principal.key_id,
-        model_id=model_id,
-        body=body,
-        idempotency_key=idempotency_key,
+    return _submit(
+        session, store, tasks, settings, principal, model_id, body, idempotency_key, response
     )
-    response.headers["Location"] = f"/v1/forget-requests/{fr.id}"
-    if replayed:
-        # The same key and body again: the original answer, as other idempotent APIs give it.
-        response.status_code = status.HTTP_200_OK
-    return to_out(fr)
 
 
 _FILE_DOC = multipart_body(
@@ -175,22 +196,18 @@ async def submit_forget_request_file(
                 for e in exc.errors()
             ],
         ) from None
-    fr, replayed = await run_in_threadpool(
-        service.submit,
+    return await run_in_threadpool(
+        _submit,
         session,
         store,
         tasks,
         settings,
-        tenant_id=principal.tenant_id,
-        actor=principal.key_id,
-        model_id=model_id,
-        body=body,
-        idempotency_key=idempotency_key,
+        principal,
+        model_id,
+        body,
+        idempotency_key,
+        response,
     )
-    response.headers["Location"] = f"/v1/forget-requests/{fr.id}"
-    if replayed:
-        response.status_code = status.HTTP_200_OK
-    return to_out(fr)
 
 
 @router.post(
