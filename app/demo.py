@@ -220,12 +220,24 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
     if data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
+    # Everything embedded, except the artifact store when one is named: the demo's flow then
+    # runs against it (LETHE_ARTIFACT_URI=s3://... with the LETHE_S3_* settings).
+    store_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k == "LETHE_ARTIFACT_URI" or k.startswith("LETHE_S3_")
+    }
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(store_env)
     env.update(LETHE_DATA_DIR=str(data_dir.resolve()), LETHE_ENVIRONMENT="development")
-    settings = Settings(data_dir=data_dir.resolve(), environment=Environment.development)
-    print(
-        f"Lethe demo (embedded mode: {settings.resolved_database_url}, broker spool, local files)"
+    store_fields: dict[str, Any] = {
+        k.removeprefix("LETHE_").lower(): v for k, v in store_env.items()
+    }
+    settings = Settings(
+        data_dir=data_dir.resolve(), environment=Environment.development, **store_fields
     )
+    store = settings.resolved_artifact_uri if store_env else "local files"
+    print(f"Lethe demo (embedded mode: {settings.resolved_database_url}, broker spool, {store})")
 
     upgrade(settings.resolved_database_url)
     procs = [
