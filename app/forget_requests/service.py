@@ -37,6 +37,7 @@ from app.models.forget_request import RequestStatus
 from app.models.job import JobKind, JobState
 from app.models.model_version import ModelStatus
 from app.unlearning.config import MethodConfigError, parse_method_config
+from app.unlearning.diffusion.manifest import DIFFUSION_ARCHITECTURE, SAMPLE_WISE_REFUSAL
 
 MAX_LISTED_UNKNOWN = 20
 NAMES_A_LINEAGE = (
@@ -50,6 +51,18 @@ NAMES_A_LINEAGE = (
 def _field(field: str, message: str, **extra: object) -> InvalidInput:
     return InvalidInput(
         f"{field}: {message}", errors=[{"field": field, "message": message}], **extra
+    )
+
+
+def refuse_diffusion(sample_wise: bool) -> None:
+    """Diffusion models are registered and checked, but forgetting on them is not a service job
+    yet (the engine and bench/generation.py do it): say so, and why sample-wise never is."""
+    if sample_wise:
+        raise _field("body.sample_ids", SAMPLE_WISE_REFUSAL)
+    raise _field(
+        "body.class_ids",
+        "class forgetting on a diffusion model runs in the engine (bench/generation.py) but is"
+        " not yet a service job; this version accepts diffusion uploads and checks them only",
     )
 
 
@@ -86,6 +99,8 @@ def submit(
             + (f" ({named.status_reason})" if named.status_reason else "."),
             model_status=named.status,
         )
+    if named.architecture == DIFFUSION_ARCHITECTURE:
+        refuse_diffusion(body.sample_ids is not None)
     allow_uncertified = _base_policy(named, body)
     head = repository.lineage_head(session, named.lineage_id, allow_uncertified=allow_uncertified)
     assert head is not None  # the lineage's uploaded original is certified

@@ -31,6 +31,8 @@ from app.models import ModelVersion
 from app.models.base import new_id
 from app.models.job import JobKind
 from app.models.model_version import ModelStatus
+from app.unlearning.diffusion.config import DiffusionConfigError
+from app.unlearning.diffusion.manifest import DIFFUSION_ARCHITECTURE, parse_diffusion_spec
 from app.unlearning.spec import SpecError, validate_architecture
 
 # The architectures hold float32 weights; integer tensors appear only as BatchNorm's step
@@ -75,11 +77,28 @@ def register(
 ) -> tuple[ModelVersion, str]:
     """Check and record an upload; returns the new version and its validation job's ID."""
     spec = parse_spec(spec_raw)
-    try:
-        args = validate_architecture(spec.architecture, spec.args, spec.input_shape)
-    except SpecError as exc:
-        raise _field_error(f"body.spec.{exc.field}", exc.message) from None
     dataset = datasets.get(session, tenant_id, spec.dataset_id)
+    if spec.architecture == DIFFUSION_ARCHITECTURE:
+        # A class-conditional noise predictor: its args are the UNet2DModel and scheduler
+        # configs and its recipe, checked here without torch against the dataset.
+        if dataset is None:
+            raise _field_error(
+                "body.spec.dataset_id", f"no dataset {spec.dataset_id} in this tenant"
+            )
+        c, h, w = (int(x) for x in dataset.image_shape)
+        try:
+            diffusion = parse_diffusion_spec(
+                spec.args, dataset_classes=dataset.num_classes, image_shape=(c, h, w)
+            )
+        except DiffusionConfigError as exc:
+            raise _field_error(f"body.spec.args.{exc.field}", exc.message) from None
+        args = diffusion.model_dump(mode="json")
+        args["num_classes"] = diffusion.unet.num_classes
+    else:
+        try:
+            args = validate_architecture(spec.architecture, spec.args, spec.input_shape)
+        except SpecError as exc:
+            raise _field_error(f"body.spec.{exc.field}", exc.message) from None
     if dataset is None:
         raise _field_error("body.spec.dataset_id", f"no dataset {spec.dataset_id} in this tenant")
     if list(spec.input_shape) != list(dataset.image_shape):

@@ -30,6 +30,7 @@ from app.models.job import JobKind
 from app.models.model_version import ModelStatus
 from app.models.reference_kit import KitStatus
 from app.unlearning.config import TrainingRecipe
+from app.unlearning.diffusion.manifest import DIFFUSION_ARCHITECTURE
 
 KIT_MEDIA_TYPE = "application/vnd.lethe.reference-kit+safetensors"
 
@@ -85,6 +86,11 @@ def request_build(
     """Queue a kit for the model's manifest, architecture and recipe; an equal kit that is
     ready or being built is returned instead (True: it already existed)."""
     mv = models.load(session, tenant_id, model_id)
+    if mv.architecture == DIFFUSION_ARCHITECTURE:
+        raise Conflict(
+            "Reference kits audit classifiers' memberships; a diffusion model takes none (its"
+            " class forgetting is judged on generated images)."
+        )
     if mv.status not in (ModelStatus.ready, ModelStatus.uncertified, ModelStatus.retired):
         raise Conflict(f"Model {model_id} is {mv.status}; a kit follows a checked model.")
     ds = datasets.get(session, tenant_id, mv.dataset_id)

@@ -135,4 +135,4 @@ def test_sample_wise_requests_are_refused_with_the_reason() -> None:
     assert refuse_sample_wise(0) is None
     err = refuse_sample_wise(3)
     assert err is not None and err.field == "forget_ids"
-    assert "classes only" in err.message and "forget_classes" in err.message
+    assert "classes only" in err.message and "class_ids" in err.message

@@ -29,6 +29,7 @@ from app.unlearning.diffusion.config import (
 )
 
 __all__ = [
+    "DIFFUSION_ARCHITECTURE",
     "SAMPLE_WISE_REFUSAL",
     "TINY_UNET",
     "DiffusionSpec",
@@ -36,12 +37,16 @@ __all__ = [
     "refuse_sample_wise",
 ]
 
+#: The ``architecture`` a model spec names for a class-conditional diffusion model; its ``args``
+#: are ``{"unet": ..., "scheduler": ..., "training": ...}``.
+DIFFUSION_ARCHITECTURE = "ddpm_unet2d"
+
 #: Why a diffusion model takes only class-wise forget requests (the problem document's detail).
 SAMPLE_WISE_REFUSAL = (
     "a diffusion model can forget whole classes only: sample-wise forgetting of a generative "
     "model has no measured method or evaluation here (retrain would still generate images like "
-    "the forgotten ones, so forget-class accuracy cannot judge it); send forget_classes instead "
-    "of sample IDs"
+    "the forgotten ones, so forget-class accuracy cannot judge it); send class_ids instead "
+    "of sample_ids"
 )
 
 
