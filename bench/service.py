@@ -55,6 +55,50 @@ PG_ADMIN = os.environ.get("LETHE_BENCH_PG", "postgresql+psycopg://postgres@127.0
 REDIS = os.environ.get("LETHE_BENCH_REDIS", "redis://127.0.0.1:6379/12")
 
 
+def create_database(prefix: str) -> str:
+    """A fresh, migrated PostgreSQL database for one run; returns its URL."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+    upgrade(url)
+    return url
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+            {"n": name},
+        )
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+
+
+def production_env(work: Path, db_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a run's API and worker processes: this machine's PostgreSQL and
+    Redis, files under ``work``, a fresh signing key, one torch thread per process (one core
+    for the worker's torch, one for the API: as a deployment sharing a host would)."""
+    key_path = work / "signing-key.pem"
+    generate_key_file(key_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(
+        LETHE_DATABASE_URL=db_url,
+        LETHE_REDIS_URL=redis_url,
+        LETHE_DATA_DIR=str(work / "data"),
+        LETHE_ARTIFACT_URI=(work / "artifacts").as_uri(),
+        LETHE_SIGNING_KEY_PATH=str(key_path),
+        LETHE_ENVIRONMENT="development",
+        LETHE_TORCH_THREADS="1",
+        **extra,
+    )
+    return env
+
+
 def rss_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -122,35 +166,17 @@ def main() -> int:
     seconds = args.seconds or (5 if args.quick else 10)
 
     work = Path(tempfile.mkdtemp(prefix="lethe-bench-", dir=str(ROOT / "bench")))
-    db_name = f"lethe_bench_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    db_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db_name
-    key_path = work / "signing-key.pem"
-    generate_key_file(key_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    db_url = create_database("lethe_bench")
     s3 = None
     if args.backend == "s3":
         from tests.s3_server import start_seaweedfs
 
         s3 = start_seaweedfs(work / "seaweedfs")
         store_settings = s3.settings(s3.fresh_uri())
-    env.update(
-        LETHE_DATABASE_URL=db_url,
-        LETHE_REDIS_URL=REDIS,
-        LETHE_DATA_DIR=str(work / "data"),
-        LETHE_ARTIFACT_URI=(work / "artifacts").as_uri(),
-        LETHE_SIGNING_KEY_PATH=str(key_path),
-        LETHE_MAX_UPLOAD_BYTES=str(size + 1024**2),
-        LETHE_ENVIRONMENT="development",
-        # One core for the worker's torch, one for the API: as a deployment sharing a host would.
-        LETHE_TORCH_THREADS="1",
-    )
+    env = production_env(work, db_url, REDIS, LETHE_MAX_UPLOAD_BYTES=str(size + 1024**2))
     if s3 is not None:
         env.update({"LETHE_" + k.upper(): str(v) for k, v in store_settings.items()})
     redis.Redis.from_url(REDIS).flushdb()
-    upgrade(db_url)
     settings = Settings(database_url=db_url, redis_url=REDIS)
     with session_scope(make_sessionmaker(make_engine(settings.resolved_database_url))) as s:
         _, _, key = tenants.create_tenant(s, "bench")
@@ -314,12 +340,7 @@ def main() -> int:
         if s3 is not None:
             s3.stop()
         shutil.rmtree(work, ignore_errors=True)
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": db_name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}"'))
+        drop_database(db_url)
 
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     results["backend"] = (

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -30,17 +28,19 @@ from typing import Any
 
 import httpx
 import redis
-from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.certificates.signing import generate_key_file  # noqa: E402
 from app.core.db import make_engine, make_sessionmaker, session_scope  # noqa: E402
-from app.core.migrate import upgrade  # noqa: E402
 from app.core.tasks import worker_command  # noqa: E402
 from app.tenants import service as tenants  # noqa: E402
-from bench.service import PG_ADMIN, wait_http  # noqa: E402
+from bench.service import (  # noqa: E402
+    create_database,
+    drop_database,
+    production_env,
+    wait_http,
+)
 
 REDIS = "redis://127.0.0.1:6379/11"
 
@@ -49,25 +49,9 @@ def run_setting(workers: int, jobs: int, epochs: int, port: int) -> dict[str, An
     from tests import digits
 
     work = Path(tempfile.mkdtemp(prefix="lethe-throughput-"))
-    db_name = f"lethe_tp_{secrets.token_hex(4)}"
-    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    db_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db_name
-    key_path = work / "signing-key.pem"
-    generate_key_file(key_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    env.update(
-        LETHE_DATABASE_URL=db_url,
-        LETHE_REDIS_URL=REDIS,
-        LETHE_DATA_DIR=str(work / "data"),
-        LETHE_ARTIFACT_URI=(work / "artifacts").as_uri(),
-        LETHE_SIGNING_KEY_PATH=str(key_path),
-        LETHE_ENVIRONMENT="development",
-        LETHE_TORCH_THREADS="1",
-    )
+    db_url = create_database("lethe_tp")
+    env = production_env(work, db_url, REDIS)
     redis.Redis.from_url(REDIS).flushdb()
-    upgrade(db_url)
     with session_scope(make_sessionmaker(make_engine(db_url))) as s:
         _, _, key = tenants.create_tenant(s, "bench")
     headers = {"Authorization": f"Bearer {key}"}
@@ -160,12 +144,7 @@ def run_setting(workers: int, jobs: int, epochs: int, port: int) -> dict[str, An
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(work, ignore_errors=True)
-        with admin.connect() as conn:
-            conn.execute(
-                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                {"n": db_name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}"'))
+        drop_database(db_url)
 
 
 def main() -> int:
