@@ -81,7 +81,7 @@ def next_queued_in_lineage(session: Session, lineage_id: str) -> tuple[str, str]
 _VIEW_COLUMNS = (
     *("id", "kind", "state", "model_id", "lineage_id", "result_model_id", "method", "queue"),
     *("attempts", "max_attempts", "coalesced", "cancel_requested", "error", "progress"),
-    *("outcome", "created_at", "started_at", "finished_at"),
+    *("outcome", "created_at", "started_at", "finished_at", "claimed_by"),
 )
 _HISTORY_COLUMNS = ("from_state", "to_state", "at", "reason")
 

@@ -37,6 +37,11 @@ class JobOut(BaseModel):
     result_model_id: str | None
     method: str | None
     queue: str
+    claimed_by: str | None = Field(
+        default=None,
+        description="The worker (host:pid) running the job, or the last one that ran it.",
+        examples=["worker-a:4242"],
+    )
     attempts: int
     max_attempts: int
     coalesced: bool

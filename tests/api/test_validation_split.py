@@ -54,6 +54,7 @@ def test_without_a_validation_split_the_job_names_its_carve_out(
     n_test = len(digits.arrays()["test_labels"])
     job = forget_and_run(client, acme, worker_ctx, digits_model_id, PERSON)
     assert job["state"] == "succeeded", job["error"]
+    assert job["claimed_by"] == worker_ctx.name  # which worker ran it, as a field
     covers = job["outcome"]["evaluation_samples"]
     assert covers["validation"]["samples"] == round(0.2 * n_test)
     assert covers["test"]["samples"] == n_test - round(0.2 * n_test)
