@@ -6,11 +6,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from app.audit import service as audit
 from app.certificates import service
 from app.core.deps import SessionDep
 from app.core.params import ResourceId
-from app.model_registry import service as models
 from app.tenants.dependencies import Reader
 
 router = APIRouter(tags=["certificates"])
@@ -41,17 +39,7 @@ class SigningKeys(BaseModel):
     summary="The signed certificate of an unlearned version (DSSE envelope)",
 )
 def get_certificate(model_id: ResourceId, principal: Reader, session: SessionDep) -> Envelope:
-    mv = models.load(session, principal.tenant_id, model_id)
-    cert = service.for_model(session, principal.tenant_id, mv.id)
-    audit.record(
-        session,
-        tenant_id=principal.tenant_id,
-        actor=principal.key_id,
-        action="certificate.downloaded",
-        subject_type="model",
-        subject_id=mv.id,
-        payload={"certificate_id": cert.id},
-    )
+    cert, _ = service.download(session, principal.tenant_id, principal.key_id, model_id)
     envelope: dict[str, Any] = cert.envelope
     return Envelope.model_validate(envelope)
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.certificates.signing import Signer, build_statement, public_pem
 from app.core.config import Mode, Settings
 from app.core.errors import NotFound
-from app.models import Certificate, SigningKey
+from app.models import Certificate, ModelVersion, SigningKey
 from app.models.base import utcnow
 
 
@@ -70,6 +70,31 @@ def for_model(session: Session, tenant_id: str, model_id: str) -> Certificate:
     if cert is None:
         raise NotFound(f"Model {model_id} has no certificate (only unlearned versions have one).")
     return cert
+
+
+def download(
+    session: Session, tenant_id: str, actor: str, model_id: str, *, via: str | None = None
+) -> tuple[Certificate, ModelVersion]:
+    """A version's certificate for someone who will read it (the API's download, the console's
+    page), with the audit event that records who did."""
+    from app.audit import service as audit
+    from app.model_registry import service as models
+
+    mv = models.load(session, tenant_id, model_id)
+    cert = for_model(session, tenant_id, mv.id)
+    payload: dict[str, Any] = {"certificate_id": cert.id}
+    if via is not None:
+        payload["via"] = via
+    audit.record(
+        session,
+        tenant_id=tenant_id,
+        actor=actor,
+        action="certificate.downloaded",
+        subject_type="model",
+        subject_id=mv.id,
+        payload=payload,
+    )
+    return cert, mv
 
 
 def public_keys(session: Session) -> list[SigningKey]:

@@ -277,17 +277,9 @@ def certificates_page(session: Session, tenant_id: str) -> list[tuple[Certificat
 
 
 def certificate_detail(session: Session, principal: Principal, model_id: str) -> CertificateDetail:
-    mv = models.load(session, principal.tenant_id, model_id)
-    cert = certificates.for_model(session, principal.tenant_id, mv.id)
     # Shown is downloaded: the same audit event as GET /v1/models/{id}/certificate.
-    audit.record(
-        session,
-        tenant_id=principal.tenant_id,
-        actor=principal.key_id,
-        action="certificate.downloaded",
-        subject_type="model",
-        subject_id=mv.id,
-        payload={"certificate_id": cert.id, "via": "console"},
+    cert, mv = certificates.download(
+        session, principal.tenant_id, principal.key_id, model_id, via="console"
     )
     return CertificateDetail(
         cert,
