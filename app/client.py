@@ -235,6 +235,18 @@ class LetheClient:
     def lineage(self, model_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/v1/models/{model_id}/lineage"))
 
+    def sample_grid(
+        self, model_id: str, class_id: int | None = None, n: int | None = None
+    ) -> bytes:
+        """A diffusion version's generated images as a PNG grid: every class (one row each), or
+        one class."""
+        params: dict[str, int] = {}
+        if class_id is not None:
+            params["class"] = class_id
+        if n is not None:
+            params["n"] = n
+        return self._check(self._http.get(f"/v1/models/{model_id}/samples", params=params)).content
+
     def certificate(self, model_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/v1/models/{model_id}/certificate"))
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import database_unavailable, session_scope, unavailable_reason
 from app.core.observability import job_id_var, request_id_var
+from app.core.storage import StagedBlob
 from app.jobs import repository
 from app.jobs.service import transition
 from app.models import Job
@@ -154,3 +155,18 @@ def job_log_context(ctx: WorkerContext, job_id: str) -> Iterator[None]:
     finally:
         job_id_var.reset(tokens[0])
         request_id_var.reset(tokens[1])
+
+
+def stage_bytes(ctx: WorkerContext, data: bytes) -> StagedBlob:
+    """Stage ``data`` in the artifact store in 1 MiB parts (a multipart upload on S3); the
+    caller ingests it in its transaction and discards it afterwards."""
+    staged = ctx.store.stage()
+    try:
+        view = memoryview(data)
+        for start in range(0, len(view), 1024 * 1024):
+            staged.write(bytes(view[start : start + 1024 * 1024]))
+        staged.finish()
+    except BaseException:
+        staged.discard()
+        raise
+    return staged

@@ -5,7 +5,6 @@ leave no version behind; how a job ends is decided by :mod:`app.jobs.service`.""
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -20,7 +19,8 @@ from app.certificates.policy import Verdict, judge, membership_checks
 from app.core.db import session_scope
 from app.core.storage import StoreError
 from app.fulfilment import service as fulfilment
-from app.fulfilment.service import JobResult, UnlearnPlan
+from app.fulfilment.service import JobResult, SideArtifacts, UnlearnPlan
+from app.generation.evaluators import NewEvaluator
 from app.jobs import service as jobs
 from app.jobs.service import JobFailed
 from app.models.job import JobState
@@ -38,7 +38,8 @@ from app.unlearning.reference_kit import ReferenceKit, ReferenceKitError, audit_
 from app.unlearning.weights import ModelRejected, build_and_load
 from worker.context import WorkerContext
 from worker.data import DatasetRef, load_splits
-from worker.jobs import owned_for_update
+from worker.generation import GenerationSide
+from worker.jobs import owned_for_update, stage_bytes
 from worker.monitor import JobMonitor
 
 log = logging.getLogger(__name__)
@@ -279,16 +280,36 @@ def commit(
     weights: dict[str, torch.Tensor],
     result: JobResult,
     monitor: JobMonitor,
+    side: GenerationSide | None = None,
 ) -> str | None:
-    """Stage the weights, then record the result under the job's lock. Returns the new
-    version's ID, or None when this worker no longer owns the job."""
+    """Stage the weights (and a diffusion job's samples and evaluator), then record the result
+    under the job's lock. Returns the new version's ID, or None when this worker no longer owns
+    the job."""
     monitor.progress({"phase": "saving", "step": 0, "total": 1})
-    buf = io.BytesIO(save(weights))
-    staged = ctx.store.stage()
+    staged = stage_bytes(ctx, save(weights))
+    blobs = [staged]
     try:
-        while chunk := buf.read(1024 * 1024):
-            staged.write(chunk)
-        staged.finish()
+        extra: SideArtifacts | None = None
+        if side is not None:
+            new_samples = stage_bytes(ctx, side.new_samples) if side.new_samples else None
+            base_samples = stage_bytes(ctx, side.base_samples) if side.base_samples else None
+            blobs += [b for b in (new_samples, base_samples) if b is not None]
+            trained = None
+            if side.evaluator is not None:
+                ev = side.evaluator
+                ev_blob = stage_bytes(ctx, ev.weights)
+                blobs.append(ev_blob)
+                trained = NewEvaluator(
+                    staged=ev_blob,
+                    architecture=ev.architecture,
+                    arch_args=ev.arch_args,
+                    recipe=ev.recipe,
+                    normalization=ev.normalization,
+                    seed=ev.seed,
+                    test_accuracy=ev.test_accuracy,
+                    wall_time_s=ev.wall_time_s,
+                )
+            extra = SideArtifacts(new_samples, base_samples, trained)
         with session_scope(ctx.sessionmaker) as s:
             job = owned_for_update(s, p.job_id, p.attempt)
             if job is None:
@@ -306,10 +327,12 @@ def commit(
                 staged,
                 actor=f"worker:{ctx.name}",
                 tasks=ctx.tasks,
+                side=extra,
             )
             return new.id
     finally:
-        staged.discard()
+        for blob in blobs:
+            blob.discard()
 
 
 def finish_unsuccessfully(

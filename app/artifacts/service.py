@@ -62,7 +62,14 @@ from app.core.db import after_commit, session_scope
 from app.core.errors import NotFound, RangeNotSatisfiable
 from app.core.storage import ArtifactStore, StagedBlob
 from app.core.uploads import content_digest_header
-from app.models import Artifact, Dataset, DatasetErasure, ModelVersion, ReferenceKit
+from app.models import (
+    Artifact,
+    CachedEvaluator,
+    Dataset,
+    DatasetErasure,
+    ModelVersion,
+    ReferenceKit,
+)
 from app.models.model_version import ModelStatus
 
 _log = logging.getLogger(__name__)
@@ -131,7 +138,13 @@ def is_referenced(session: Session, digest: str, *, excluding_model: str | None 
         .where((Dataset.train_digest == digest) | (Dataset.test_digest == digest))
     )
     kits = select(func.count()).select_from(ReferenceKit).where(ReferenceKit.digest == digest)
-    return any(bool(session.scalar(q)) for q in (models, datasets, kits))
+    samples = (
+        select(func.count()).select_from(ModelVersion).where(ModelVersion.samples_digest == digest)
+    )
+    evaluators = (
+        select(func.count()).select_from(CachedEvaluator).where(CachedEvaluator.digest == digest)
+    )
+    return any(bool(session.scalar(q)) for q in (models, datasets, kits, samples, evaluators))
 
 
 def drop_row(session: Session, digest: str) -> bool:

@@ -6,6 +6,10 @@ All numbers are accuracy points (0-100).
 - sample-wise: |FA - target| <= ``sample_fa_gap_max`` where the target is the retrained
   reference's FA when one was run, else the model's own TA (a never-seen sample is recognised
   about as often as test data), and RA dropped by at most ``sample_ra_drop_max``.
+- a class forgotten by a diffusion model (:func:`judge_generation`), on generated images: FA at
+  most the retrained reference's + ``gen_fa_margin`` when one ran, else at most ``gen_fa_max``;
+  kept-class accuracy dropped by at most ``gen_kept_drop_max``; the pooled Frechet distance on
+  kept classes at most ``gen_fd_ratio_max`` times the original's.
 """
 
 from __future__ import annotations
@@ -22,9 +26,18 @@ class Thresholds:
     class_ta_drop_max: float = 3.0
     sample_fa_gap_max: float = 5.0
     sample_ra_drop_max: float = 3.0
+    gen_fa_max: float = 10.0
+    gen_fa_margin: float = 5.0
+    gen_kept_drop_max: float = 5.0
+    gen_fd_ratio_max: float = 1.5
 
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
+    def as_dict(self, *, generative: bool | None = None) -> dict[str, float]:
+        """Every threshold, or (``generative`` given) only those that judge that kind of model,
+        so that a certificate lists the limits its verdict was held to and no others."""
+        out = asdict(self)
+        if generative is None:
+            return out
+        return {k: v for k, v in out.items() if k.startswith("gen_") == generative}
 
     @classmethod
     def effective(cls, settings: Settings, tenant_settings: dict[str, Any] | None) -> Thresholds:
@@ -119,4 +132,49 @@ def judge(
             )
     checks["membership"], more = membership_checks(kind, membership)
     reasons += more
+    return Verdict(not reasons, reasons, checks)
+
+
+def judge_generation(
+    original: dict[str, Any],
+    unlearned: dict[str, Any],
+    thresholds: Thresholds,
+    retrained: dict[str, Any] | None = None,
+) -> Verdict:
+    """The gate for a class forgotten by a diffusion model, on the generation metrics of
+    :mod:`app.unlearning.diffusion.evaluation` (all measured on the same seeded samples)."""
+    reasons: list[str] = []
+    fa = float(unlearned["FA"])
+    if retrained is not None:
+        fa_limit = float(retrained["FA"]) + thresholds.gen_fa_margin
+        source = f"retrained FA {float(retrained['FA']):.1f} + {thresholds.gen_fa_margin:g}"
+    else:
+        fa_limit, source = thresholds.gen_fa_max, "fixed limit (no retrained reference ran)"
+    drop = float(original["kept_accuracy"]) - float(unlearned["kept_accuracy"])
+    base_fd = float(original["fd_pooled"])
+    ratio = float(unlearned["fd_pooled"]) / base_fd if base_fd > 0 else float("inf")
+    checks: dict[str, Any] = {
+        "FA": fa,
+        "FA_limit": fa_limit,
+        "FA_limit_source": source,
+        "kept_accuracy_drop": drop,
+        "fd_pooled_ratio": ratio,
+        "membership": "not applicable: a class forgotten by a generator is judged on the images"
+        " it generates, not by membership inference",
+    }
+    if fa > fa_limit:
+        reasons.append(
+            f"{fa:.1f}% of the images generated for the forgotten class are still recognised as"
+            f" it (limit {fa_limit:.1f}%: {source})"
+        )
+    if drop > thresholds.gen_kept_drop_max:
+        reasons.append(
+            f"kept-class accuracy of generated images fell {drop:.1f} points"
+            f" (limit {thresholds.gen_kept_drop_max:g})"
+        )
+    if ratio > thresholds.gen_fd_ratio_max:
+        reasons.append(
+            f"the pooled Frechet distance on kept classes is {ratio:.2f}x the original's"
+            f" (limit {thresholds.gen_fd_ratio_max:g}x)"
+        )
     return Verdict(not reasons, reasons, checks)

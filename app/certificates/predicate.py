@@ -44,13 +44,17 @@ def build(
     membership: dict[str, Any] | None,
     chain: list[dict[str, Any]],
     issued_at: str,
+    generation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The predicate of an unlearning certificate (see the README's certificate section).
 
     ``chain`` lists every step from the uploaded original to this version (version, ID,
     digest, request IDs, verdict); ``uncertified_ancestors`` names the earlier steps that failed
-    the gate, so a ``pass`` never hides that it was built on one."""
-    return {
+    the gate, so a ``pass`` never hides that it was built on one.
+
+    ``generation`` (a diffusion model's class forgetting) says how its metrics were measured:
+    the evaluator classifier (which, and its digest), the sampling, the images per class."""
+    predicate = {
         "model": model,
         "parent": {
             "id": parent.id,
@@ -87,7 +91,7 @@ def build(
             " population figures, which cannot tell whether these samples were forgotten",
         },
         "policy": {
-            "thresholds": thresholds.as_dict(),
+            "thresholds": thresholds.as_dict(generative=generation is not None),
             "verdict": verdict.label,
             "reasons": verdict.reasons,
             "checks": verdict.checks,
@@ -96,3 +100,6 @@ def build(
         "uncertified_ancestors": [s["version"] for s in chain[:-1] if s["verdict"] == "fail"],
         "issued_at": issued_at,
     }
+    if generation is not None:
+        predicate["generation"] = generation
+    return predicate

@@ -32,6 +32,8 @@ def cmd_forget(args: argparse.Namespace) -> int:
         body["reference_eval"] = True
     if args.allow_uncertified_base:
         body["allow_uncertified_base"] = True
+    if args.evaluator:
+        body["evaluator_model_id"] = args.evaluator
     classes = _ints(args.classes, "--classes") if args.classes else None
     samples = _read_ids(args.samples_file) if args.samples_file else None
     if args.samples:
@@ -68,6 +70,10 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--config", help="the method's hyperparameters as JSON")
     p.add_argument("--reference", action="store_true", help="also retrain and report the gap")
     p.add_argument("--reason")
+    p.add_argument(
+        "--evaluator",
+        help="diffusion models: the registered classifier (model ID) that judges generated images",
+    )
     p.add_argument("--subject", help="opaque data-subject reference")
     p.add_argument("--idempotency-key")
     p.add_argument(

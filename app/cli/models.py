@@ -35,6 +35,14 @@ def cmd_models_download(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models_samples(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        png = client.sample_grid(args.model_id, args.class_id, args.n)
+    Path(args.out).write_bytes(png)
+    print(f"samples: {args.out} ({len(png)} bytes)")
+    return EXIT_OK
+
+
 def cmd_models_lineage(args: argparse.Namespace) -> int:
     with _client(args) as client:
         lineage = client.lineage(args.model_id)
@@ -68,6 +76,13 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--allow-uncertified", action="store_true")
     client_args(p)
     p.set_defaults(func=cmd_models_download)
+    p = models.add_parser("samples", help="a diffusion version's generated images (PNG grid)")
+    p.add_argument("model_id")
+    p.add_argument("--class", dest="class_id", type=int, help="one class (default: every class)")
+    p.add_argument("-n", type=int, help="images per class (default: all stored)")
+    p.add_argument("--out", required=True, help="PNG file to write")
+    client_args(p)
+    p.set_defaults(func=cmd_models_samples)
     p = models.add_parser("lineage", help="the chain of versions")
     p.add_argument("model_id")
     client_args(p)

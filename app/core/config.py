@@ -187,6 +187,27 @@ class Settings(BaseSettings):
     policy_class_ta_drop_max: float = Field(default=3.0, ge=0, le=100)
     policy_sample_fa_gap_max: float = Field(default=5.0, ge=0, le=100)
     policy_sample_ra_drop_max: float = Field(default=3.0, ge=0, le=100)
+    # ... and for class forgetting on a diffusion model, judged on generated images: the
+    # forgotten class's share among its own generated images (points), the drop of the kept
+    # classes' accuracy (points), and the pooled Frechet distance's ratio to the original's.
+    policy_gen_fa_max: float = Field(
+        default=10.0, ge=0, le=100, description="FA limit when no retrained reference ran."
+    )
+    policy_gen_fa_margin: float = Field(
+        default=5.0, ge=0, le=100, description="FA allowed above the retrained reference's."
+    )
+    policy_gen_kept_drop_max: float = Field(default=5.0, ge=0, le=100)
+    policy_gen_fd_ratio_max: float = Field(default=1.5, ge=1, le=100)
+    # How a diffusion job evaluates (see shared/spec/generation.md): images generated per
+    # forgotten class and per kept class, DDIM steps and guidance, images kept per class for
+    # the samples endpoint's grids, and the epochs of the evaluator classifier the service
+    # trains when a request names none. Small defaults suit a CPU; raise them on a GPU.
+    generation_forget_samples: int = Field(default=64, ge=8, le=100_000)
+    generation_kept_samples: int = Field(default=16, ge=4, le=100_000)
+    generation_sampling_steps: int = Field(default=25, ge=1, le=1000)
+    generation_guidance: float = Field(default=2.0, ge=0, le=20)
+    generation_grid_samples: int = Field(default=16, ge=1, le=64)
+    generation_evaluator_epochs: int = Field(default=10, ge=1, le=200)
     auto_migrate: bool | None = Field(
         default=None,
         description="Run Alembic migrations when the API starts; default on in embedded mode.",

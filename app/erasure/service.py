@@ -35,6 +35,7 @@ from app.core.storage import ArtifactStore, StagedBlob
 from app.core.tasks import PURGE, TaskSender
 from app.datasets import manifest
 from app.forget_requests import repository as lineages
+from app.generation import evaluators
 from app.jobs import service as jobs
 from app.models import Dataset, DatasetErasure, ErasureReceipt, Job, ModelVersion, Tenant
 from app.models.base import utcnow
@@ -201,6 +202,20 @@ def purge_versions(session: Session, job: Job) -> int:
                 }
             )
             _drop_artifact(session, digest, out)
+        samples, v.samples_digest = v.samples_digest, None
+        if samples is not None:
+            # A diffusion version's generated images are the version's output: they go with it.
+            session.flush()
+            out["destroyed"].append(
+                {
+                    "kind": "generated_samples",
+                    "model_id": v.id,
+                    "version": v.version,
+                    "digest": {"sha256": samples},
+                    "purged_at": now.isoformat(),
+                }
+            )
+            _drop_artifact(session, samples, out)
         count += 1
     job.outcome = out
     return count
@@ -329,6 +344,24 @@ def record_manifest_erasure(
                     "dataset_id": ds.id,
                     "digest": {"sha256": digest},
                     "size": kit.size,
+                }
+            )
+            if digest not in out["pending_deletes"]:
+                out["pending_deletes"].append(digest)
+    # So was the classifier the service trained to judge a diffusion model's images.
+    for ev in evaluators.of_manifest(session, ds.id, old):
+        size = ev.size
+        digest = evaluators.retire(
+            session, ev, actor=f"job:{job.id}", reason="its manifest lost erased samples"
+        )
+        if digest is not None:
+            out["destroyed"].append(
+                {
+                    "kind": "evaluator_classifier",
+                    "evaluator_id": ev.id,
+                    "dataset_id": ds.id,
+                    "digest": {"sha256": digest},
+                    "size": size,
                 }
             )
             if digest not in out["pending_deletes"]:

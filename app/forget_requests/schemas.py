@@ -51,6 +51,13 @@ class ForgetRequestIn(BaseModel):
         description="Run this request's job on the gpu or cpu queue, or choose by the model's"
         " size (auto); unset uses the tenant's, then the service's, setting.",
     )
+    evaluator_model_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Diffusion models only: a registered classifier of the same dataset that"
+        " judges the generated images. Unset: the service trains one from the manifest once and"
+        " reuses it; the job's result says which judged.",
+    )
     allow_uncertified_base: bool = Field(
         default=False,
         description="Build on the named version although it failed the policy gate. Without"
@@ -80,6 +87,7 @@ class ForgetRequestOut(BaseModel):
     method: str
     method_config: dict[str, Any]
     reference_eval: bool
+    evaluator_model_id: str | None = None
     reason: str
     subject_ref: str | None
     status: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import numpy as np
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +38,7 @@ from app.models.forget_request import RequestStatus
 from app.models.job import JobKind, JobState
 from app.models.model_version import ModelStatus
 from app.unlearning.config import MethodConfigError, parse_method_config
+from app.unlearning.diffusion.config import DiffusionConfigError, parse_diffusion_method_config
 from app.unlearning.diffusion.manifest import DIFFUSION_ARCHITECTURE, SAMPLE_WISE_REFUSAL
 
 MAX_LISTED_UNKNOWN = 20
@@ -54,16 +56,42 @@ def _field(field: str, message: str, **extra: object) -> InvalidInput:
     )
 
 
-def refuse_diffusion(sample_wise: bool) -> None:
-    """Diffusion models are registered and checked, but forgetting on them is not a service job
-    yet (the engine and bench/generation.py do it): say so, and why sample-wise never is."""
-    if sample_wise:
+def _diffusion_config(body: ForgetRequestIn) -> dict[str, Any]:
+    """A diffusion model forgets whole classes only (say why, for sample IDs). Its method's
+    hyperparameters are checked here and stored as given: the job calibrates what the request
+    left unset, so which values were explicit must survive to it."""
+    if body.sample_ids is not None:
         raise _field("body.sample_ids", SAMPLE_WISE_REFUSAL)
-    raise _field(
-        "body.class_ids",
-        "class forgetting on a diffusion model runs in the engine (bench/generation.py) but is"
-        " not yet a service job; this version accepts diffusion uploads and checks them only",
-    )
+    try:
+        config = parse_diffusion_method_config(body.method, body.config)
+    except DiffusionConfigError as exc:
+        raise _field(f"body.{exc.field}", exc.message) from None
+    return config.model_dump(mode="json", exclude_unset=True)
+
+
+def _check_evaluator(
+    session: Session, tenant_id: str, named: ModelVersion, evaluator_id: str | None
+) -> None:
+    """A request may name the classifier that judges a diffusion model's generated images: a
+    checked classifier of the tenant, trained on the same dataset, with the same classes."""
+    if evaluator_id is None:
+        return
+    field = "body.evaluator_model_id"
+    if named.architecture != DIFFUSION_ARCHITECTURE:
+        raise _field(field, "only a diffusion model's request names an evaluator classifier")
+    ev = session.get(ModelVersion, evaluator_id)
+    if ev is None or ev.tenant_id != tenant_id:
+        raise _field(field, f"no model {evaluator_id}")
+    if ev.architecture == DIFFUSION_ARCHITECTURE:
+        raise _field(field, "the evaluator must be a classifier, not a diffusion model")
+    if ev.status != ModelStatus.ready:
+        raise _field(field, f"model {evaluator_id} is {ev.status}; the evaluator must be ready")
+    if ev.dataset_id != named.dataset_id or ev.num_classes != named.num_classes:
+        raise _field(
+            field,
+            f"model {evaluator_id} was not trained on this model's dataset and classes (it"
+            f" names dataset {ev.dataset_id} with {ev.num_classes} classes)",
+        )
 
 
 def submit(
@@ -99,15 +127,17 @@ def submit(
             + (f" ({named.status_reason})" if named.status_reason else "."),
             model_status=named.status,
         )
-    if named.architecture == DIFFUSION_ARCHITECTURE:
-        refuse_diffusion(body.sample_ids is not None)
+    _check_evaluator(session, tenant_id, named, body.evaluator_model_id)
     allow_uncertified = _base_policy(named, body)
     head = repository.lineage_head(session, named.lineage_id, allow_uncertified=allow_uncertified)
     assert head is not None  # the lineage's uploaded original is certified
-    try:
-        config = parse_method_config(body.method, body.config)
-    except MethodConfigError as exc:
-        raise _field(f"body.{exc.field}", exc.message) from None
+    if named.architecture == DIFFUSION_ARCHITECTURE:
+        method_config = _diffusion_config(body)
+    else:
+        try:
+            method_config = parse_method_config(body.method, body.config).model_dump(mode="json")
+        except MethodConfigError as exc:
+            raise _field(f"body.{exc.field}", exc.message) from None
 
     dataset = datasets.get(session, tenant_id, named.dataset_id)
     if dataset is None:
@@ -166,8 +196,9 @@ def submit(
         class_ids=class_ids,
         sample_ids=sample_ids,
         method=body.method,
-        method_config=config.model_dump(mode="json"),
+        method_config=method_config,
         reference_eval=body.reference_eval,
+        evaluator_model_id=body.evaluator_model_id,
         reason=body.reason,
         subject_ref=body.subject_ref,
         idempotency_key=idempotency_key,
@@ -255,7 +286,7 @@ def _base_policy(named: ModelVersion, body: ForgetRequestIn) -> bool:
 
 def _shape(r: ForgetRequest) -> tuple[object, ...]:
     """Requests of one shape can share a job."""
-    return (r.kind, r.method, r.method_config, r.reference_eval)
+    return (r.kind, r.method, r.method_config, r.reference_eval, r.evaluator_model_id)
 
 
 def _groups(requests: list[ForgetRequest]) -> list[list[ForgetRequest]]:
@@ -336,6 +367,8 @@ def _join_queued_job(
     for job in repository.queued_jobs_for_update(session, request.lineage_id):
         members = repository.job_requests(session, job.id)
         if not members or members[0].kind != request.kind:
+            continue
+        if members[0].evaluator_model_id != request.evaluator_model_id:
             continue
         if repository.names_uncertified(session, members) != allow_uncertified:
             continue

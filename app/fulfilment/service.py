@@ -27,9 +27,11 @@ from app.core.tasks import TaskSender
 from app.erasure import service as erasure
 from app.forget_requests import repository
 from app.forget_requests import states as request_states
+from app.generation import evaluators
 from app.jobs import routing
 from app.jobs import service as jobs
 from app.jobs.service import JobFailed
+from app.model_registry.service import SAMPLES_MEDIA
 from app.model_registry.snapshot import ModelSnapshot
 from app.models import Dataset, Evaluation, ForgetRequest, Job, ModelVersion, Tenant
 from app.models.base import utcnow
@@ -77,6 +79,11 @@ class UnlearnPlan:
     # The reference kit for the base's manifest and recipe (id, digest, k), when one is ready:
     # then the job audits its forget set per example.
     kit: dict[str, Any] | None = None
+    # Diffusion: the classifier that judges generated images (the request's registered one, or
+    # the service's cached one for this manifest; None: the job trains one and keeps it), and
+    # whether the base already has stored samples (the "before" grids).
+    evaluator: dict[str, Any] | None = None
+    base_has_samples: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,18 @@ class JobResult:
     environment: dict[str, Any] = field(default_factory=dict)
     # The per-example membership audit (see the certificate's ``membership_audit``).
     membership: dict[str, Any] | None = None
+    # Diffusion: how the generation metrics were measured (evaluator, sampling, images).
+    generation: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class SideArtifacts:
+    """Blobs a job recorded besides the weights: generated samples of the new version (and of
+    the base when it had none), and an evaluator classifier the job trained."""
+
+    new_samples: StagedBlob | None = None
+    base_samples: StagedBlob | None = None
+    evaluator: evaluators.NewEvaluator | None = None
 
 
 def _request_facts(r: ForgetRequest) -> dict[str, Any]:
@@ -157,7 +176,23 @@ def plan(session: Session, settings: Settings, job_id: str) -> UnlearnPlan:
         started_at=(job.started_at or utcnow()).isoformat(),
         chain=_chain(session, ancestry, done),
         kit=_kit_of(session, head),
+        evaluator=_evaluator_of(session, members[0], ds),
+        base_has_samples=head.samples_digest is not None,
     )
+
+
+def _evaluator_of(session: Session, request: ForgetRequest, ds: Dataset) -> dict[str, Any] | None:
+    if request.evaluator_model_id is not None:
+        mv = session.get(ModelVersion, request.evaluator_model_id)
+        if mv is None or mv.weights_digest is None or mv.status != ModelStatus.ready:
+            raise JobFailed(
+                f"the evaluator classifier {request.evaluator_model_id} the request names is no"
+                " longer ready (retired or purged since); submit the request again without it"
+                " or with another"
+            )
+        return evaluators.describe_registered(mv)
+    cached = evaluators.ready_for(session, ds)
+    return evaluators.describe(cached) if cached is not None else None
 
 
 def _kit_of(session: Session, head: ModelVersion) -> dict[str, Any] | None:
@@ -201,6 +236,7 @@ def record(
     *,
     actor: str,
     tasks: TaskSender | None,
+    side: SideArtifacts | None = None,
 ) -> ModelVersion:
     """Commit the job's result with the caller's transaction: the new version (stored by
     digest), its evaluations, its certificate, the requests' completion and the audit events.
@@ -235,6 +271,7 @@ def record(
     )
     session.add(new)
     session.flush()
+    generation = _record_side(session, store, p, job, result, side, new, actor)
     for subject, values in result.metrics.items():
         session.add(
             Evaluation(
@@ -274,6 +311,7 @@ def record(
         thresholds=p.thresholds,
         verdict=result.verdict,
         membership=result.membership,
+        generation=generation,
         chain=[
             *p.chain,
             {
@@ -313,6 +351,8 @@ def record(
         # Which samples each row of `metrics` covers (the same for every row).
         "evaluation_samples": result.run.get("evaluation_samples"),
     }
+    if generation is not None:
+        job.outcome = {**job.outcome, "generation": generation}
     job.progress = {**(job.progress or {}), "phase": "done", "step": 1, "total": 1}
     if passed:
         # Everything else in the lineage holds what this version forgot: retire it, and purge
@@ -364,3 +404,61 @@ def record(
     if tasks is not None:
         jobs.send_next_in_lineage(session, tasks, p.lineage_id)
     return new
+
+
+def _record_side(
+    session: Session,
+    store: ArtifactStore,
+    p: UnlearnPlan,
+    job: Job,
+    result: JobResult,
+    side: SideArtifacts | None,
+    new: ModelVersion,
+    actor: str,
+) -> dict[str, Any] | None:
+    """Store a diffusion job's generated samples and trained evaluator with its version; returns
+    the generation facts for the certificate and the job's result (None for a classifier)."""
+    if result.generation is None:
+        return None
+    generation = dict(result.generation)
+    side = side or SideArtifacts()
+    if side.new_samples is not None:
+        new.samples_digest = artifacts.ingest(
+            session, store, side.new_samples, SAMPLES_MEDIA
+        ).digest
+    base = session.get(ModelVersion, p.base.id)
+    if side.base_samples is not None and base is not None and base.samples_digest is None:
+        base.samples_digest = artifacts.ingest(
+            session, store, side.base_samples, SAMPLES_MEDIA
+        ).digest
+    if side.evaluator is not None:
+        ds = session.get(Dataset, p.dataset_id)
+        assert ds is not None
+        kept = evaluators.record(
+            session,
+            store,
+            ds,
+            side.evaluator,
+            train_digest=p.train_digest,
+            job_id=p.job_id,
+            actor=actor,
+        )
+        generation["evaluator"] = {
+            **generation.get("evaluator", {}),
+            "kept_as": kept.id if kept is not None else None,
+        }
+    session.flush()
+    classes = p.class_ids or []
+    # Every class (one row each) before and after, and the forgotten classes on their own.
+    generation["grids"] = {
+        "before": f"/v1/models/{p.base.id}/samples",
+        "after": f"/v1/models/{new.id}/samples",
+        "forgotten": {
+            str(c): {
+                "before": f"/v1/models/{p.base.id}/samples?class={c}",
+                "after": f"/v1/models/{new.id}/samples?class={c}",
+            }
+            for c in classes
+        },
+    }
+    return generation

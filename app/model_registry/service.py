@@ -17,23 +17,29 @@ from sqlalchemy.orm import Session
 from app.artifacts import service as artifacts
 from app.audit import service as audit
 from app.core.config import Settings
-from app.core.errors import InvalidArtifact, InvalidInput, NotFound
+from app.core.errors import Conflict, Gone, InvalidArtifact, InvalidInput, NotFound
 from app.core.safetensors_check import SafetensorsError, inspect
-from app.core.storage import ArtifactStore
+from app.core.storage import ArtifactStore, StagedBlob
 from app.core.tasks import VALIDATE_MODEL, TaskSender
 from app.core.uploads import UploadedFile
 from app.datasets import repository as datasets
+from app.generation import evaluators
+from app.generation.evaluators import NewEvaluator
+from app.generation.samples import SamplesUnreadable, StoredSamples
 from app.jobs import routing
 from app.jobs import service as jobs
 from app.model_registry import repository
 from app.model_registry.schemas import ModelSpec, Normalization
-from app.models import ModelVersion
+from app.models import Dataset, ModelVersion
 from app.models.base import new_id
 from app.models.job import JobKind
 from app.models.model_version import ModelStatus
 from app.unlearning.diffusion.config import DiffusionConfigError
 from app.unlearning.diffusion.manifest import DIFFUSION_ARCHITECTURE, parse_diffusion_spec
 from app.unlearning.spec import SpecError, validate_architecture
+
+#: Generated images per class of a diffusion version (uint8 tensors ``class_<k>``).
+SAMPLES_MEDIA = "application/vnd.lethe.generated-samples+safetensors"
 
 # The architectures hold float32 weights; integer tensors appear only as BatchNorm's step
 # counters. Anything else would store a second, differently sized digest of the same model.
@@ -185,12 +191,30 @@ def record_validation(
     *,
     baseline: dict[str, Any] | None,
     reason: str,
+    samples: StagedBlob | None = None,
+    evaluator: NewEvaluator | None = None,
+    train_digest: str | None = None,
+    actor: str = "worker",
+    job_id: str = "",
 ) -> None:
     """Record the deep check's answer: with a baseline the version is ``ready``; without, it is
-    ``rejected`` and its bytes are deleted, unless another version shares them."""
+    ``rejected`` and its bytes are deleted, unless another version shares them. A diffusion
+    model's check may bring its generated samples and the evaluator classifier it trained."""
     if baseline is not None:
         mv.status = ModelStatus.ready
         mv.status_reason = None
+        if samples is not None:
+            mv.samples_digest = artifacts.ingest(session, store, samples, SAMPLES_MEDIA).digest
+        if evaluator is not None and train_digest is not None:
+            ds = session.get(Dataset, mv.dataset_id)
+            if ds is not None:
+                kept = evaluators.record(
+                    session, store, ds, evaluator, train_digest=train_digest, job_id=job_id,
+                    actor=actor,
+                )  # fmt: skip
+                if kept is not None:
+                    baseline = {**baseline, "evaluator": {**baseline.get("evaluator", {}),
+                                                          "kept_as": kept.id}}  # fmt: skip
         mv.baseline_metrics = baseline
         return
     mv.status = ModelStatus.rejected
@@ -206,3 +230,27 @@ def load(session: Session, tenant_id: str, model_id: str) -> ModelVersion:
     if mv is None:
         raise NotFound(f"No model {model_id}.")
     return mv
+
+
+def stored_samples(session: Session, store: ArtifactStore, mv: ModelVersion) -> StoredSamples:
+    """A diffusion version's stored generated images, or the problem that says why there are
+    none."""
+    if mv.architecture != DIFFUSION_ARCHITECTURE:
+        raise Conflict(f"Model {mv.id} is a classifier; only diffusion models generate samples.")
+    if mv.status == ModelStatus.purged:
+        raise Gone(
+            f"Model {mv.id} (version {mv.version}) was purged: its generated images were"
+            " destroyed with its weights.",
+            model_status=mv.status,
+        )
+    if mv.samples_digest is None:
+        raise NotFound(
+            f"Model {mv.id} has no stored samples"
+            + (" yet: its check is still running." if mv.status == ModelStatus.validating else ".")
+        )
+    with store.local_file(mv.samples_digest) as path:
+        blob = path.read_bytes()
+    try:
+        return StoredSamples.parse(blob)
+    except SamplesUnreadable as exc:
+        raise Conflict(f"Model {mv.id}'s stored samples cannot be read: {exc}") from None

@@ -5,6 +5,7 @@ from app.models.artifact import Artifact
 from app.models.audit_checkpoint import AuditCheckpoint
 from app.models.audit_event import AuditEvent
 from app.models.base import Base
+from app.models.cached_evaluator import CachedEvaluator
 from app.models.certificate import Certificate, SigningKey
 from app.models.dataset import Dataset
 from app.models.erasure import DatasetErasure, ErasureReceipt
@@ -21,6 +22,7 @@ __all__ = [
     "AuditCheckpoint",
     "AuditEvent",
     "Base",
+    "CachedEvaluator",
     "Certificate",
     "Dataset",
     "DatasetErasure",

@@ -43,6 +43,10 @@ class ForgetRequest(IdMixin, CreatedMixin, Base):
     method: Mapped[str] = mapped_column(String(32))
     method_config: Mapped[dict[str, Any]]
     reference_eval: Mapped[bool] = mapped_column(default=False)
+    # A diffusion model's request may name a registered classifier to judge generated images.
+    evaluator_model_id: Mapped[str | None] = mapped_column(
+        ForeignKey("model_versions.id"), default=None
+    )
     reason: Mapped[str] = mapped_column(Text, default="")
     subject_ref: Mapped[str | None] = mapped_column(String(200), default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None)

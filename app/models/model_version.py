@@ -45,6 +45,9 @@ class ModelVersion(IdMixin, CreatedMixin, Base):
     weights_digest: Mapped[str | None] = mapped_column(ForeignKey("artifacts.digest"), default=None)
     weights_size: Mapped[int] = mapped_column(BigInteger, default=0)
     baseline_metrics: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # A diffusion model's generated images per class (seeded; safetensors of uint8), from which
+    # the samples endpoint draws its grids. Destroyed with the weights when the version is purged.
+    samples_digest: Mapped[str | None] = mapped_column(ForeignKey("artifacts.digest"), default=None)
     # The forget request that produced this version (None for an uploaded root).
     produced_by_request_id: Mapped[str | None] = mapped_column(String(36), default=None)
     produced_by_job_id: Mapped[str | None] = mapped_column(String(36), default=None)

@@ -55,6 +55,10 @@ class PolicyOverrides(BaseModel):
     class_ta_drop_max: float | None = Field(default=None, ge=0, le=100)
     sample_fa_gap_max: float | None = Field(default=None, ge=0, le=100)
     sample_ra_drop_max: float | None = Field(default=None, ge=0, le=100)
+    gen_fa_max: float | None = Field(default=None, ge=0, le=100)
+    gen_fa_margin: float | None = Field(default=None, ge=0, le=100)
+    gen_kept_drop_max: float | None = Field(default=None, ge=0, le=100)
+    gen_fd_ratio_max: float | None = Field(default=None, ge=1, le=100)
 
 
 class TenantSettings(BaseModel):

@@ -1,7 +1,8 @@
 """Diffusion models through the registry: a class-conditional UNet2DModel is uploaded as
 safetensors plus JSON configs, checked without torch by the API and built offline and run by
-the worker's deep check; forget requests on it are refused with the reason, until forgetting
-on diffusion models is a service job (the engine and bench/generation.py do it today)."""
+the worker's deep check; forget requests on it name whole classes, a diffusion method and
+optionally an evaluator classifier, and anything else is refused with the reason. The job itself
+runs in tests/worker/test_generation_job.py."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def _upload(client: TestClient, acme: TenantKeys, spec: str, weights: bytes):  #
     )
 
 
-def test_a_diffusion_model_is_checked_and_its_forget_requests_are_refused_with_reasons(
+def test_a_diffusion_model_is_checked_and_takes_class_requests_only(
     client: TestClient, acme: TenantKeys, worker_ctx: WorkerContext, digits_dataset_id: str
 ) -> None:
     res = _upload(client, acme, _spec(digits_dataset_id), _weights())
@@ -70,13 +71,30 @@ def test_a_diffusion_model_is_checked_and_its_forget_requests_are_refused_with_r
     checked = client.get(f"/v1/models/{mv['id']}", headers=acme.headers()).json()
     assert checked["status"] == "ready", checked["status_reason"]
     assert checked["baseline_metrics"]["probe_steps"] == 3
+    # Untrained weights generate noise: the baseline says so instead of failing the upload.
+    assert checked["baseline_metrics"]["evaluator"]["source"] == "trained"
+    assert "kept_accuracy" in checked["baseline_metrics"]
 
     url = f"/v1/models/{mv['id']}/forget-requests"
     samples = client.post(url, json={"sample_ids": [0, 1]}, headers=acme.headers())
     assert samples.status_code == 422
     assert "whole classes only" in samples.json()["detail"]
-    classes = client.post(url, json={"class_ids": [3]}, headers=acme.headers())
-    assert classes.status_code == 422 and "not yet a service job" in classes.json()["detail"]
+    for body, field in [
+        ({"class_ids": [3], "method": "l1_sparse"}, "body.method"),
+        ({"class_ids": [3], "config": {"alpha0": -1}}, "body.config.alpha0"),
+        ({"class_ids": [3], "config": {"momentum": 0.9}}, "body.config.momentum"),
+        ({"class_ids": [3], "evaluator_model_id": mv["id"]}, "body.evaluator_model_id"),
+        ({"class_ids": [3], "evaluator_model_id": "nope"}, "body.evaluator_model_id"),
+    ]:
+        bad = client.post(url, json=body, headers=acme.headers())
+        assert bad.status_code == 422, (body, bad.text)
+        assert bad.json()["errors"][0]["field"] == field, bad.json()
+    classes = client.post(
+        url, json={"class_ids": [3], "config": {"iterations": 40}}, headers=acme.headers()
+    )
+    assert classes.status_code == 202, classes.text
+    # What the request set is kept as given: the job calibrates only what it left unset.
+    assert classes.json()["method_config"] == {"iterations": 40}
     kit = client.post(
         f"/v1/models/{mv['id']}/reference-kits", json={"k": 2}, headers=acme.headers()
     )

@@ -28,7 +28,9 @@ def unlearn_task(job_id: str) -> None:
 def run_job(ctx: WorkerContext, job_id: str, attempt: int) -> None:
     # torch and the engine load here, in the worker process, never at import.
     from app.jobs.service import JobFailed
+    from app.unlearning.diffusion.manifest import DIFFUSION_ARCHITECTURE
     from app.unlearning.engine import Cancelled
+    from worker import generation
     from worker.monitor import JobMonitor
     from worker.pipeline import commit, compute, plan
 
@@ -36,14 +38,18 @@ def run_job(ctx: WorkerContext, job_id: str, attempt: int) -> None:
     with JobMonitor(ctx, job_id, attempt, heartbeat_every=beat) as monitor:
         try:
             p = plan(ctx, job_id)
-            weights, result = compute(ctx, p, monitor)
+            side: generation.GenerationSide | None = None
+            if p.base.architecture == DIFFUSION_ARCHITECTURE:
+                weights, result, side = generation.compute(ctx, p, monitor)
+            else:
+                weights, result = compute(ctx, p, monitor)
             if monitor.lost:
                 log.warning("job %s was taken over by another worker; dropping result", job_id)
                 return
             # Training is done: a database outage now must not cost the attempt (the weights
             # are in memory, and a retry after a lost COMMIT reply finds the job fenced).
             retry_while_database_away(
-                lambda: commit(ctx, p, weights, result, monitor),
+                lambda: commit(ctx, p, weights, result, monitor, side),
                 what=f"job {job_id}: recording the result",
             )
         except Cancelled:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from app.core.db import session_scope
 from app.core.tasks import VALIDATE_MODEL
+from app.generation import evaluators
+from app.generation.evaluators import NewEvaluator
 from app.jobs.service import transition
 from app.model_registry import service as models
 from app.model_registry.snapshot import ModelSnapshot
@@ -16,7 +17,7 @@ from app.models.job import JobState
 from app.unlearning.diffusion.manifest import DIFFUSION_ARCHITECTURE
 from worker.celery_app import celery_app
 from worker.context import WorkerContext, apply_torch_threads, get_context
-from worker.jobs import claim, job_log_context, owned_for_update, report_progress
+from worker.jobs import claim, job_log_context, owned_for_update, report_progress, stage_bytes
 from worker.monitor import JobMonitor
 
 log = logging.getLogger(__name__)
@@ -36,19 +37,6 @@ def validate_model(job_id: str) -> None:
             run_validation(ctx, job_id, attempt)
 
 
-def _check_diffusion(
-    weights_path: Path, args: dict[str, Any], test: Any, device: Any
-) -> dict[str, Any]:
-    """The diffusion model's deep check: built offline from its configs, loaded, and a few
-    seeded denoising steps. No generation baseline yet: that needs an evaluator classifier,
-    which the service does not train or pick for a diffusion model so far."""
-    from app.unlearning.diffusion.manifest import DiffusionSpec
-    from app.unlearning.diffusion.weights import deep_check as diffusion_deep_check
-
-    spec = DiffusionSpec.model_validate({k: v for k, v in args.items() if k != "num_classes"})
-    return diffusion_deep_check(weights_path, spec, test=test, evaluator=None, device=device)
-
-
 def run_validation(ctx: WorkerContext, job_id: str, attempt: int | None = None) -> None:
     # torch is imported here, inside the worker process, never at module import.
     from app.unlearning.device import default_device
@@ -63,6 +51,11 @@ def run_validation(ctx: WorkerContext, job_id: str, attempt: int | None = None) 
             return
         spec = ModelSnapshot.of(mv)
         ref = DatasetRef(ds.train_digest, ds.test_digest, ds.num_classes)
+        cached_ev = evaluators.ready_for(session, ds)
+        cached = evaluators.describe(cached_ev) if cached_ev is not None else None
+
+    samples: bytes | None = None
+    trained: Any = None
 
     baseline: dict[str, Any] | None = None
     try:
@@ -74,8 +67,15 @@ def run_validation(ctx: WorkerContext, job_id: str, attempt: int | None = None) 
         report_progress(ctx, job_id, {"phase": "evaluating", "step": 1, "total": 3})
         with ctx.store.local_file(spec.weights_digest) as weights_path:
             if spec.architecture == DIFFUSION_ARCHITECTURE:
-                baseline = _check_diffusion(weights_path, spec.args, test or train, device)
-                reason = "weights load into the UNet2DModel, a few denoising steps are finite"
+                from worker.generation import upload_baseline
+
+                baseline, samples, trained = upload_baseline(
+                    ctx, weights_path, spec.args, train, test or train, cached, device
+                )
+                reason = (
+                    "weights load into the UNet2DModel, a few denoising steps are finite,"
+                    " generation baseline measured"
+                )
             else:
                 checked = deep_check(
                     weights_path,
@@ -100,7 +100,36 @@ def run_validation(ctx: WorkerContext, job_id: str, attempt: int | None = None) 
             return  # cancelled or taken over meanwhile: leave the row to its new owner
         mv = session.get(ModelVersion, job.model_id)
         assert mv is not None
-        models.record_validation(session, ctx.store, mv, baseline=baseline, reason=reason)
+        staged = [stage_bytes(ctx, b) for b in (samples,) if b is not None]
+        new_ev = None
+        if trained is not None:
+            staged.append(stage_bytes(ctx, trained.weights))
+            new_ev = NewEvaluator(
+                staged=staged[-1],
+                architecture=trained.architecture,
+                arch_args=trained.arch_args,
+                recipe=trained.recipe,
+                normalization=trained.normalization,
+                seed=trained.seed,
+                test_accuracy=trained.test_accuracy,
+                wall_time_s=trained.wall_time_s,
+            )
+        try:
+            models.record_validation(
+                session,
+                ctx.store,
+                mv,
+                baseline=baseline,
+                reason=reason,
+                samples=staged[0] if samples is not None else None,
+                evaluator=new_ev,
+                train_digest=ref.train_digest,
+                actor=f"worker:{ctx.name}",
+                job_id=job_id,
+            )
+        finally:
+            for blob in staged:
+                blob.discard()
         actor = f"worker:{ctx.name}"
         if baseline is not None:
             job.progress = {"phase": "done", "step": 3, "total": 3}
