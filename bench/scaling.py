@@ -475,24 +475,31 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     rows = result["rows"]
     sizes = [row["size"] for row in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.4))
+    colors = {key: f"C{i}" for i, (key, _) in enumerate(TIME_COLUMNS)}
     for key, label in TIME_COLUMNS:
         pts = [(s, row["ratios"][key]) for s, row in zip(sizes, rows, strict=True)]
         pts = [(s, 100.0 * v) for s, v in pts if v is not None]
         if pts:
-            left.plot(*zip(*pts, strict=True), marker="o", label=label)
+            left.plot(*zip(*pts, strict=True), marker="o", color=colors[key], label=label)
     for key, label in TIME_COLUMNS[:1] + TIME_COLUMNS[-1:]:
         pts = [(s, row["ratios"].get(f"cpu_{key}")) for s, row in zip(sizes, rows, strict=True)]
         pts = [(s, 100.0 * v) for s, v in pts if v is not None]
         if pts:
-            left.plot(*zip(*pts, strict=True), linestyle=":", marker=".", label=f"{label} (CPU)")
+            left.plot(
+                *zip(*pts, strict=True),
+                linestyle=":",
+                marker=".",
+                color=colors[key],
+                label=f"{label} (CPU time)",
+            )
     left.axhline(100.0 * TARGET_RATIO, color="grey", linestyle="--", label="target 5%")
     left.set_xscale("log")
     left.set_xlabel("training-set size (Fashion-MNIST)")
     left.set_ylabel("SFR-on wall time, % of retrain's")
     left.set_ylim(bottom=0)
-    left.legend(fontsize=8)
-    left.set_title("time, one run per size")
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    left.set_title("SFR-on's time / retrain's, one run per size")
     series = [
         ("retrain", [row["retrain"]["backward_passes"] for row in rows]),
         ("SFR-on, calibration included", [row["sfr_on"]["backward_passes"] for row in rows]),
@@ -504,7 +511,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     right.set_yscale("log")
     right.set_xlabel("training-set size (Fashion-MNIST)")
     right.set_ylabel("backward passes")
-    right.legend(fontsize=8)
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     right.set_title("backward passes")
     right.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     right.yaxis.set_minor_formatter(ticker.NullFormatter())
