@@ -1,7 +1,7 @@
 """Benchmark: SFR-on's cost against retraining from scratch as the training set grows.
 
     .venv/bin/python bench/scaling.py            # Fashion-MNIST subsets of 3k/10k/30k/60k, 1 seed
-    .venv/bin/python bench/scaling.py --quick    # 1k/3k, 10 epochs: a smoke run (about 2 minutes)
+    .venv/bin/python bench/scaling.py --quick    # 1k/3k, 10 epochs: a smoke run (under a minute)
     .venv/bin/python bench/scaling.py --from-json bench/results/scaling.json  # redraw table + plot
 
 Per training-set size: the original is trained with bench/unlearning.py's default recipe (small
