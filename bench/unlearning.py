@@ -120,15 +120,38 @@ def load_data(args: argparse.Namespace) -> tuple[ArrayDataset, ArrayDataset, Arr
         pool, test = load_digits()
     else:
         pool, test = load_cifar10(args.data_dir)
-    rng = np.random.default_rng(12345)  # fixed: the same subset for every seed and run
+    train_set, val, test_set, _ = subsets(
+        pool, test, args.train_size, args.val_size, args.test_size
+    )
+    return train_set, val, test_set
+
+
+def subsets(
+    pool: ArrayDataset, test: ArrayDataset, train_size: int, val_size: int, test_size: int
+) -> tuple[ArrayDataset, ArrayDataset, ArrayDataset, str]:
+    """Fixed subsets (the same for every seed and run): the training subset, the validation
+    split, the reported test subset, and where the validation split came from.
+
+    Validation is ``val_size`` training-pool samples the training subset leaves unseen. When the
+    pool has fewer left (a training set of the whole pool), it is ``val_size`` test samples
+    outside the reported test subset instead, as the service tunes on part of the test split
+    when a dataset has no validation split of its own.
+    """
+    rng = np.random.default_rng(12345)
     order = rng.permutation(len(pool))
-    n_train = min(args.train_size, len(pool) - 1)
-    train_set = pool.take(np.sort(order[:n_train]))
-    val = pool.take(np.sort(order[n_train : n_train + args.val_size]))
+    test_order = rng.permutation(len(test))
+    test_idx = test_order[:test_size]
+    if len(pool) - train_size >= max(val_size, 1):
+        train_set = pool.take(np.sort(order[:train_size]))
+        val = pool.take(np.sort(order[train_size : train_size + val_size]))
+        source = "training pool"
+    else:
+        train_set = pool.take(np.sort(order[: min(train_size, len(pool))]))
+        val = test.take(np.sort(test_order[test_size : test_size + val_size]))
+        source = "test split"
     if len(val) == 0:
-        raise SystemExit("no training-pool samples left for validation; lower --train-size")
-    test_idx = rng.permutation(len(test))[: args.test_size]
-    return train_set, val, test.take(np.sort(test_idx))
+        raise SystemExit("no samples left for validation; lower --train-size or --test-size")
+    return train_set, val, test.take(np.sort(test_idx)), source
 
 
 def forget_split(
