@@ -18,10 +18,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.client import LetheClient
 from app.core.tasks import worker_command
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
 
 
 class _ProgressLine:
@@ -200,23 +203,14 @@ def _show_per_example(certificate: Path) -> None:
         )
 
 
-def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
-
+def start_services(
+    data_dir: Path, port: int, *, title: str = "Lethe demo", extra_env: dict[str, str] | None = None
+) -> tuple[Settings, str, list[subprocess.Popen[bytes]]] | None:
+    """Step 1 of every demo: a fresh data dir, the schema, an API and a worker on it (their
+    environment plus ``extra_env``); None (after stopping them) when the API does not start."""
     from app.core.config import Environment, Settings
-    from app.core.db import make_engine, make_sessionmaker, session_scope
     from app.core.migrate import upgrade
-    from app.datasets import sources
-    from app.tenants import service as tenants
-    from app.tenants.schemas import Role
-    from app.unlearning.architectures import build_model
-    from app.unlearning.config import TrainingRecipe
-    from app.unlearning.data import make_dataset
-    from app.unlearning.training import train
 
-    started = time.monotonic()
     if data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
@@ -230,6 +224,7 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
     env.update(store_env)
     env.update(LETHE_DATA_DIR=str(data_dir.resolve()), LETHE_ENVIRONMENT="development")
+    env.update(extra_env or {})
     store_fields: dict[str, Any] = {
         k.removeprefix("LETHE_").lower(): v for k, v in store_env.items()
     }
@@ -237,7 +232,7 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
         data_dir=data_dir.resolve(), environment=Environment.development, **store_fields
     )
     store = settings.resolved_artifact_uri if store_env else "local files"
-    print(f"Lethe demo (embedded mode: {settings.resolved_database_url}, broker spool, {store})")
+    print(f"{title} (embedded mode: {settings.resolved_database_url}, broker spool, {store})")
 
     upgrade(settings.resolved_database_url)
     procs = [
@@ -252,23 +247,83 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             data_dir / "worker.log",
         ),
     ]
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        with LetheClient(url) as anon:
-            while not anon.ready():
-                if time.monotonic() > deadline or procs[0].poll() is not None:
-                    print(f"the API did not start; see {data_dir / 'api.log'}", file=sys.stderr)
-                    return 1
-                time.sleep(0.3)
-        print(f"1. API and worker running (API at {url})")
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    with LetheClient(url) as anon:
+        while not anon.ready():
+            if time.monotonic() > deadline or procs[0].poll() is not None:
+                print(f"the API did not start; see {data_dir / 'api.log'}", file=sys.stderr)
+                stop_services(procs)
+                return None
+            time.sleep(0.3)
+    print(f"1. API and worker running (API at {url})")
+    return settings, url, procs
 
-        with session_scope(make_sessionmaker(make_engine(settings.resolved_database_url))) as s:
-            tenant, _, api_key = tenants.create_tenant(s, "demo")
-            tenant_name = tenant.name
-            # The compliance console's reader: an auditor sees everything and changes nothing.
-            _, auditor_key = tenants.create_key(s, tenant.id, Role.auditor, "console")
-        print(f"2. tenant {tenant_name!r} created with an admin key")
+
+def stop_services(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def create_demo_tenant(settings: Settings) -> tuple[str, str]:
+    """Step 2: the tenant, with an admin key and the compliance console's auditor key."""
+    from app.core.db import make_engine, make_sessionmaker, session_scope
+    from app.tenants import service as tenants
+    from app.tenants.schemas import Role
+
+    with session_scope(make_sessionmaker(make_engine(settings.resolved_database_url))) as s:
+        tenant, _, api_key = tenants.create_tenant(s, "demo")
+        tenant_name = tenant.name
+        # The compliance console's reader: an auditor sees everything and changes nothing.
+        _, auditor_key = tenants.create_key(s, tenant.id, Role.auditor, "console")
+    print(f"2. tenant {tenant_name!r} created with an admin key")
+    return api_key, auditor_key
+
+
+def verify_offline(data_dir: Path, certificate: Path, weights: Path) -> int:
+    """`lethe verify` on a downloaded version, as a user would run it: in its own process like
+    the API (the CLI imports this module for `lethe demo`, so this module does not import it)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "verify",
+            str(certificate),
+            "--model",
+            str(weights),
+            "--key",
+            str(data_dir / "signing-keys.json"),
+        ],
+        check=False,
+    ).returncode
+
+
+def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from app.datasets import sources
+    from app.unlearning.architectures import build_model
+    from app.unlearning.config import TrainingRecipe
+    from app.unlearning.data import make_dataset
+    from app.unlearning.training import train
+
+    started = time.monotonic()
+    up = start_services(data_dir, port)
+    if up is None:
+        return 1
+    settings, url, procs = up
+    try:
+        api_key, auditor_key = create_demo_tenant(settings)
 
         arrays: dict[str, Any]
         if dataset == "fashion-mnist":
@@ -398,24 +453,7 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
             (data_dir / "certificate.json").write_text(json.dumps(client.certificate(newest)))
             (data_dir / "signing-keys.json").write_text(json.dumps(client.signing_keys()))
             print("9. downloaded the newest version; `lethe verify` checks its certificate:")
-            # As a user would run it, in its own process like the API above: the CLI imports
-            # this module (for `lethe demo`), so this module does not import the CLI.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            rc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "verify",
-                    str(data_dir / "certificate.json"),
-                    "--model",
-                    str(out),
-                    "--key",
-                    str(data_dir / "signing-keys.json"),
-                ],
-                check=False,
-            ).returncode
+            rc = verify_offline(data_dir, data_dir / "certificate.json", out)
             rc = rc or _show_erasure(client, data_dir, jobs[-1][1], original_id, ds["id"], person)
 
             print("\n| request | model | FA | RA | TA | MIA (entropy) |")
@@ -472,10 +510,4 @@ def run_demo(*, data_dir: Path, port: int, dataset: str) -> int:
                 input("Press Enter to stop the API and the worker. ")
         return rc
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_services(procs)

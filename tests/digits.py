@@ -65,46 +65,15 @@ def sample_ids_of_class(label: int) -> list[int]:
 
 
 # A tiny class-conditional denoiser on the same digits (about half a minute on one CPU core).
-DENOISER_RECIPE = {"steps": 600, "batch_size": 128, "lr": 2e-3, "warmup": 50}
-
-
 @functools.cache
 def trained_denoiser() -> bytes:
-    from app.unlearning.diffusion.config import TINY_UNET, DiffusionRecipe, parse_unet_config
-    from app.unlearning.diffusion.data import to_unit
-    from app.unlearning.diffusion.ddpm import NoiseSchedule, build_unet, train_denoiser
+    from app.unlearning.diffusion.tiny import train_tiny_denoiser
 
     a = arrays()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small convolutions: one thread is faster on a shared CPU
-    torch.manual_seed(0)
-    model = build_unet(parse_unet_config(TINY_UNET, num_classes=10))
-    images = to_unit(np.asarray(a["images"]), torch.device("cpu"))
-    train_denoiser(
-        model,
-        images,
-        torch.from_numpy(np.asarray(a["labels"], dtype=np.int64)),
-        NoiseSchedule.linear(1000, 1e-4, 0.02),
-        DiffusionRecipe(**DENOISER_RECIPE),
-        seed=0,
-    )
-    torch.set_num_threads(threads)
-    return bytes(save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    return train_tiny_denoiser(a["images"], a["labels"], num_classes=10)
 
 
 def denoiser_spec(dataset_id: str) -> str:
-    from app.unlearning.diffusion.config import TINY_UNET
+    from app.unlearning.diffusion.tiny import tiny_denoiser_spec
 
-    return json.dumps(
-        {
-            "name": "digits-ddpm",
-            "architecture": "ddpm_unet2d",
-            "args": {
-                "unet": TINY_UNET,
-                "scheduler": {"num_train_timesteps": 1000},
-                "training": DENOISER_RECIPE,
-            },
-            "input_shape": [1, 8, 8],
-            "dataset_id": dataset_id,
-        }
-    )
+    return json.dumps(tiny_denoiser_spec(dataset_id))

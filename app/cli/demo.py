@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     # Lazily: the demo trains a model, so it imports torch; the rest of the CLI must not.
+    if args.generation:
+        from app.demo_generation import run_generation_demo
+
+        return run_generation_demo(data_dir=Path(args.data_dir), port=args.port)
     from app.demo import run_demo
 
     return run_demo(data_dir=Path(args.data_dir), port=args.port, dataset=args.dataset)
@@ -22,4 +26,9 @@ def register(sub: SubParsers) -> None:
     p.add_argument("--data-dir", default=".lethe/demo")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--dataset", choices=["digits", "fashion-mnist"], default="digits")
+    p.add_argument(
+        "--generation",
+        action="store_true",
+        help="a diffusion model (a tiny denoiser on the digits) forgets a class instead",
+    )
     p.set_defaults(func=cmd_demo)
