@@ -257,6 +257,7 @@ def compute(
         split = class_split(learnable, classes, device)
     except ValueError as exc:
         raise JobFailed(f"cannot build the forget set: {exc}") from None
+    forget_ids = learnable.sample_ids[np.isin(learnable.labels, np.asarray(classes))]
     if split.forget_images.shape[0] == 0:
         raise JobFailed(f"no training samples of classes {list(classes)} are left to forget")
     try:
@@ -405,7 +406,9 @@ def compute(
             run=run,
             metrics=metrics,
             verdict=verdict,
-            forget_ids=[],
+            # The training samples of the forgotten classes: the certificate counts them, and
+            # the purge erases them from the manifest once every lineage has forgotten them.
+            forget_ids=[int(i) for i in forget_ids],
             method=method,
             fallback=fallback,
             environment={

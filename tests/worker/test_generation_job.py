@@ -174,6 +174,9 @@ def test_forget_a_class_of_a_diffusion_model_end_to_end(
     pred = json.loads(base64.b64decode(cert.json()["payload"]))["predicate"]
     assert pred["metrics"]["unlearned"]["FA"] == unlearned["FA"]
     assert pred["generation"]["evaluator"]["source"] == "cached"
+    # Every training sample of the class counts as forgotten (and is erased with the purge).
+    assert pred["forgotten"]["this_job"]["count"] == len(digits.sample_ids_of_class(FORGET))
+    assert pred["forgotten"]["this_job"]["classes"] == [FORGET]
     assert set(pred["policy"]["thresholds"]) == {
         "gen_fa_max", "gen_fa_margin", "gen_kept_drop_max", "gen_fd_ratio_max"
     }  # fmt: skip
