@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ SCHEDULE = NoiseSchedule.linear(1000, 1e-4, 0.02)
 FORGET = 3
 SAMPLING = SamplingConfig(steps=15, guidance=2.0)
 # Small and fast: batches of 16, probes of 4 images with 2 DDIM steps every 2 iterations.
-FAST = {
+FAST: dict[str, Any] = {
     "batch_size": 16,
     "fisher_max_batches": 1,
     "calibration_probe_every": 2,
@@ -42,6 +43,9 @@ FAST = {
     "calibration_probe_steps": 2,
     "calibration_max_iterations": 12,
 }
+
+
+Setup = tuple[nn.Module, DiffusionContext, dict[str, GenerationEvaluator]]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -56,7 +60,9 @@ def verdict(train_set: ArrayDataset, cls: int) -> GenerationEvaluator:
     """A classifier that calls every image ``cls``."""
     torch.manual_seed(0)
     model = build_model("small_cnn", {"num_classes": 10, "width": 8, "hidden": 16})
-    last = model.classifier[-1]
+    head = model.classifier
+    assert isinstance(head, nn.Sequential)
+    last = head[-1]
     assert isinstance(last, nn.Linear)
     with torch.no_grad():
         last.weight.zero_()
@@ -66,7 +72,7 @@ def verdict(train_set: ArrayDataset, cls: int) -> GenerationEvaluator:
 
 
 @pytest.fixture(scope="module")
-def setup(digits: tuple[ArrayDataset, ArrayDataset]) -> tuple[nn.Module, DiffusionContext, dict]:
+def setup(digits: tuple[ArrayDataset, ArrayDataset]) -> Setup:
     train_set, _ = digits
     torch.manual_seed(0)
     model = build_unet(parse_unet_config(TINY_UNET, num_classes=10))
@@ -81,13 +87,13 @@ def fresh(ctx: DiffusionContext) -> DiffusionContext:
 
 
 def calibrated(
-    setup: tuple[nn.Module, DiffusionContext, dict],
+    setup: Setup,
     evaluator: str,
     explicit: frozenset[str] = frozenset(),
     **change: object,
-) -> tuple[nn.Module, dict]:
+) -> tuple[nn.Module, dict[str, Any]]:
     model, ctx, evaluators = setup
-    config = DiffusionSFROnConfig(**{**FAST, **change})  # type: ignore[arg-type]
+    config = DiffusionSFROnConfig(**{**FAST, **change})
     m = copy.deepcopy(model)
     result = forget_class_calibrated(
         m, fresh(ctx), config, evaluators[evaluator], sampling=SAMPLING, explicit=explicit
@@ -95,7 +101,7 @@ def calibrated(
     return m, result.as_dict()
 
 
-def test_stops_at_the_first_confirmed_probe_on_target(setup: tuple) -> None:
+def test_stops_at_the_first_confirmed_probe_on_target(setup: Setup) -> None:
     _, r = calibrated(setup, "forgotten", calibration_confirm=2)
     cal = r["details"]["calibration"]
     assert cal["calibrated"] and cal["stop"] == "on target"
@@ -111,7 +117,7 @@ def test_stops_at_the_first_confirmed_probe_on_target(setup: tuple) -> None:
     assert cal["probe_wall_s"] < r["wall_time_s"]
 
 
-def test_runs_to_the_budget_when_the_target_is_never_reached(setup: tuple) -> None:
+def test_runs_to_the_budget_when_the_target_is_never_reached(setup: Setup) -> None:
     _, r = calibrated(setup, "kept")
     cal = r["details"]["calibration"]
     assert cal["stop"] == "budget" and r["details"]["iterations"] == 12
@@ -121,19 +127,19 @@ def test_runs_to_the_budget_when_the_target_is_never_reached(setup: tuple) -> No
         assert key in cal["probes"][0]
 
 
-def test_an_unstopped_run_is_the_budget_long_faithful_run(setup: tuple) -> None:
+def test_an_unstopped_run_is_the_budget_long_faithful_run(setup: Setup) -> None:
     # The probes draw no random numbers of the run's, and the cosine's horizon is the budget:
     # a calibrated run that never stops has the faithful run's weights.
     model, ctx, _ = setup
     a, r = calibrated(setup, "kept", explicit=frozenset({"alpha0"}))
     b = copy.deepcopy(model)
-    forget_class(b, fresh(ctx), DiffusionSFROnConfig(**{**FAST, "iterations": 12}))  # type: ignore[arg-type]
+    forget_class(b, fresh(ctx), DiffusionSFROnConfig(**{**FAST, "iterations": 12}))
     assert r["details"]["calibration"]["alpha0_raises"] == []
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
 
 
-def test_alpha0_is_raised_only_when_slow_unclipped_and_not_explicit(setup: tuple) -> None:
+def test_alpha0_is_raised_only_when_slow_unclipped_and_not_explicit(setup: Setup) -> None:
     # A clip no step reaches: every forget step is unclipped, and FA stays at 100.
     _, r = calibrated(setup, "kept", max_norm=1e6, alpha0=0.5)
     cal = r["details"]["calibration"]
@@ -148,7 +154,7 @@ def test_alpha0_is_raised_only_when_slow_unclipped_and_not_explicit(setup: tuple
     assert cal["decided"] == ["iterations"] and cal["explicit"] == ["alpha0"]
 
 
-def test_explicit_iterations_are_run_in_full(setup: tuple) -> None:
+def test_explicit_iterations_are_run_in_full(setup: Setup) -> None:
     _, r = calibrated(setup, "forgotten", frozenset({"iterations"}), iterations=8)
     cal = r["details"]["calibration"]
     assert cal["stop"] == "iterations given" and r["details"]["iterations"] == 8
@@ -165,7 +171,7 @@ def test_explicit_iterations_are_run_in_full(setup: tuple) -> None:
     ],
 )
 def test_faithful_paths_run_no_probes(
-    setup: tuple, explicit: frozenset[str], change: dict, reason: str
+    setup: Setup, explicit: frozenset[str], change: dict[str, Any], reason: str
 ) -> None:
     model, ctx, _ = setup
     a, r = calibrated(setup, "forgotten", explicit, **change)
@@ -173,11 +179,11 @@ def test_faithful_paths_run_no_probes(
     # Exactly the spec's recipe: the faithful run's passes and weights.
     assert r["forward_passes"] == r["backward_passes"] == 2 * 6 + 2
     b = copy.deepcopy(model)
-    forget_class(b, fresh(ctx), DiffusionSFROnConfig(**{**FAST, "iterations": 6}))  # type: ignore[arg-type]
+    forget_class(b, fresh(ctx), DiffusionSFROnConfig(**{**FAST, "iterations": 6}))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def test_unknown_explicit_names_are_refused(setup: tuple) -> None:
+def test_unknown_explicit_names_are_refused(setup: Setup) -> None:
     with pytest.raises(ValueError, match="alpha"):
         calibrated(setup, "forgotten", frozenset({"alpha"}))
 
