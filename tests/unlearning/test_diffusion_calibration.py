@@ -123,8 +123,10 @@ def test_runs_to_the_budget_when_the_target_is_never_reached(setup: Setup) -> No
     assert cal["stop"] == "budget" and r["details"]["iterations"] == 12
     assert [p["iteration"] for p in cal["probes"]] == [2, 4, 6, 8, 10, 12]
     assert all(p["FA"] == 100.0 for p in cal["probes"])
-    for key in ("alpha0", "FA", "p_forget", "clipped_share", "wall_s", "forward_passes"):
+    for key in ("alpha0", "FA", "p_forget", "clipped_share", "wall_s", "forward_passes", "seed"):
         assert key in cal["probes"][0]
+    # Every probe judges fresh images, so consecutive probes on target are independent evidence.
+    assert len({p["seed"] for p in cal["probes"]}) == len(cal["probes"])
 
 
 def test_an_unstopped_run_is_the_budget_long_faithful_run(setup: Setup) -> None:
