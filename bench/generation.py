@@ -2,9 +2,14 @@
 
     .venv/bin/python bench/generation.py            # Fashion-MNIST at 14x14, UNet2DModel (16, 32)
     .venv/bin/python bench/generation.py --quick    # scikit-learn digits 8x8, tiny denoiser
+    .venv/bin/python bench/generation.py --quick --first-seed 1 --seeds 2 --forget-class 5,1 \
+        --tag quick-validation-a                    # the digits runs the calibration was set on
 
 Rows: the original ("do nothing"), retrain (the exact answer: the same recipe on the remain set),
-SFR-on, plain gradient ascent and SalUn, the last three at the same iteration count. Every model
+SFR-on as the service runs it (alpha0 and the iteration count calibrated on probes of generated
+samples, app/unlearning/diffusion/calibration.py; the probes' cost is in its cost), SFR-on
+faithful (the spec's recipe as given: calibrate off, 150 iterations), then plain gradient ascent
+and SalUn at the iteration count the calibrated SFR-on ended with. Every model
 is judged by one evaluator classifier (the project's small CNN trained on the same data) on
 images generated with DDIM (50 steps, eta 0, guidance 2, seeded): forget-class accuracy, entropy
 and probability; kept-class accuracy; Frechet distance in the evaluator's penultimate features on
@@ -34,16 +39,23 @@ from app.unlearning.architectures import build_model  # noqa: E402
 from app.unlearning.config import TrainingRecipe  # noqa: E402
 from app.unlearning.data import ArrayDataset, load_digits, load_fashion_mnist  # noqa: E402
 from app.unlearning.device import describe_device, library_versions, resolve_device  # noqa: E402
+from app.unlearning.diffusion.calibration import forget_class_calibrated  # noqa: E402
 from app.unlearning.diffusion.config import (  # noqa: E402
     TINY_UNET,
     DiffusionRecipe,
+    DiffusionSFROnConfig,
     SamplingConfig,
     parse_diffusion_method_config,
     parse_unet_config,
 )
-from app.unlearning.diffusion.data import class_split, downsample_dataset, to_uint8  # noqa: E402
+from app.unlearning.diffusion.data import (  # noqa: E402
+    class_split,
+    downsample_dataset,
+    to_uint8,
+    to_unit,
+)
 from app.unlearning.diffusion.ddpm import NoiseSchedule, build_unet, train_denoiser  # noqa: E402
-from app.unlearning.diffusion.engine import EVALUATOR_ARCH, forget_class  # noqa: E402
+from app.unlearning.diffusion.engine import EVALUATOR_ARCH, ForgetResult, forget_class  # noqa: E402
 from app.unlearning.diffusion.evaluation import (  # noqa: E402
     GenerationEvaluator,
     evaluate_generation,
@@ -53,8 +65,12 @@ from app.unlearning.diffusion.png import encode_png, grid, labelled_rows  # noqa
 from app.unlearning.runtime import Reporter  # noqa: E402
 from app.unlearning.training import train  # noqa: E402
 
-METHODS = ["sfr_on", "grad_ascent", "salun"]
+BASELINES = ["grad_ascent", "salun"]
+ROW_ORDER = ["original", "retrain", "sfr_on", "sfr_on_faithful", *BASELINES]
 COLUMNS = [
+    ("seed", "seed"),
+    ("forget_class", "class"),
+    ("iterations", "iters"),
     ("FA", "FA"),
     ("forget_entropy", "H forget"),
     ("forget_prob", "p forget"),
@@ -76,12 +92,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=14, help="Fashion-MNIST side after downsampling")
     p.add_argument("--channels", default="16,32", help="UNet2DModel block_out_channels")
     p.add_argument("--train-size", type=int, default=None, help="subset of the training set")
-    p.add_argument("--forget-class", type=int, default=None)
+    p.add_argument(
+        "--forget-class",
+        default=None,
+        help="class to forget, or a comma list: the i-th seed forgets the (i mod len)-th",
+    )
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. +seeds-1")
     p.add_argument("--steps", type=int, default=None, help="pretrain/retrain optimizer steps")
     p.add_argument("--lr", type=float, default=2e-3, help="pretrain/retrain Adam lr")
-    p.add_argument("--iterations", type=int, default=None, help="iterations of every method")
-    p.add_argument("--alpha0", type=float, default=None, help="SFR-on and GA alpha0")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="faithful SFR-on's iterations and the calibrated one's budget (default 150)",
+    )
+    p.add_argument("--alpha0", type=float, default=None, help="SFR-on (explicit) and GA alpha0")
     p.add_argument("--n-forget", type=int, default=None, help="images of the forgotten class")
     p.add_argument("--n-kept", type=int, default=None, help="images per kept class")
     p.add_argument("--sampling-steps", type=int, default=None)
@@ -96,11 +122,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--tag", default=None, help="suffix of the result files")
     args = p.parse_args(argv)
+    args.alpha0_given = args.alpha0 is not None
     q = args.quick
     defaults = {
-        "forget_class": 3 if q else 1,
+        "forget_class": "3" if q else "1,7",
         "steps": 600 if q else 2000,
-        "iterations": 100 if q else 150,
+        "iterations": 150,
         "n_forget": 64 if q else 500,
         "n_kept": 32 if q else 50,
         "sampling_steps": 25 if q else 50,
@@ -277,6 +304,10 @@ def sample_png(by_class: dict[int, torch.Tensor], cols: int = 8) -> bytes:
     return encode_png(grid(np.concatenate(tiles), cols=cols, pad=1, scale=3, fill=128))
 
 
+def forget_classes(args: argparse.Namespace) -> list[int]:
+    return [int(c) for c in str(args.forget_class).split(",")]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -293,16 +324,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     evaluator, ev_meta = get_evaluator(cache, train_set, device, args.quick)
     print(f"evaluator: {ev_meta['wall_time_s']:.1f}s", flush=True)
-    forget = (args.forget_class,)
-    split = class_split(train_set, forget, device)
     base = {"data": train_set.digest(), "unet": config, "recipe": recipe.model_dump(),
             "schedule": [1000, 1e-4, 0.02]}  # fmt: skip
     all_rows: list[dict[str, Any]] = []
     targets = {}
-    for seed in range(args.seeds):
+    classes = forget_classes(args)
+    for index in range(args.seeds):
+        seed = args.first_seed + index
+        forget = (classes[index % len(classes)],)
+        split = class_split(train_set, forget, device)
         okey = Cache.key(kind="original", seed=seed, **base)
-        full_x = torch.cat([split.forget_images, split.remain_images])
-        full_y = torch.cat([split.forget_labels, split.remain_labels])
+        # The original sees the training set in its own order: its cache key names the seed and
+        # not the forgotten class, so its weights must not depend on that class.
+        full_x = to_unit(train_set.images, device)
+        full_y = torch.from_numpy(train_set.labels).to(device)
         original, ometa, ohit = trained_denoiser(
             cache, okey, config, full_x, full_y, schedule, recipe, seed, device
         )
@@ -323,6 +358,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model: torch.nn.Module,
             cost: dict[str, Any],
             seed: int = seed,
+            forget: tuple[int, ...] = forget,
             rows: dict[str, dict[str, Any]] = rows,
             grids: dict[str, dict[int, torch.Tensor]] = grids,
         ) -> None:
@@ -331,11 +367,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 num_classes=train_set.num_classes, real_test=test, n_forget=args.n_forget,
                 n_kept=args.n_kept, sampling=sampling, device=device, seed=seed,
             )  # fmt: skip
-            rows[name] = {"method": name, "seed": seed, **metrics, **cost}
+            rows[name] = {"method": name, "seed": seed, "forget_class": forget[0], **metrics,
+                          **cost}  # fmt: skip
             grids[name] = by_class
-            print(f"  {name:12s} FA {metrics['FA']:6.2f} kept {metrics['kept_accuracy']:6.2f} "
-                  f"FD {metrics['fd_pooled']:8.3f} method {cost.get('wall_time_s', 0):.1f}s "
-                  f"sampling {metrics['sampling_wall_s']:.1f}s", flush=True)  # fmt: skip
+            print(f"  {name:16s} iters {cost.get('iterations', '')} FA {metrics['FA']:6.2f} "
+                  f"kept {metrics['kept_accuracy']:6.2f} FD {metrics['fd_pooled']:8.3f} method "
+                  f"{cost.get('wall_time_s', 0):.1f}s sampling {metrics['sampling_wall_s']:.1f}s",
+                  flush=True)  # fmt: skip
+
+        def cost_of(res: ForgetResult, cfg: Any, rt_time: float = rt_time) -> dict[str, Any]:
+            return {
+                "wall_time_s": res.wall_time_s, "time_vs_retrain": res.wall_time_s / rt_time,
+                "forward_passes": res.counters["forward_passes"],
+                "backward_passes": res.counters["backward_passes"],
+                "iterations": res.details["iterations"], "mask_density": res.mask_density,
+                "config": cfg.model_dump(), "details": res.details,
+            }  # fmt: skip
+
+        def context(seed: int = seed, split: Any = split) -> DiffusionContext:
+            return DiffusionContext(split, schedule, recipe, device, seed, Reporter())
 
         judge("original", original, {"wall_time_s": 0.0, "time_vs_retrain": 0.0})
         judge("retrain", retrained, {
@@ -343,27 +393,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "forward_passes": rmeta["forward_passes"], "backward_passes": rmeta["backward_passes"],
             "iterations": rmeta["optimizer_steps"], "cached": rhit,
         })  # fmt: skip
-        for method in METHODS:
-            raw: dict[str, Any] = {"iterations": args.iterations}
-            if args.alpha0 is not None and method in ("sfr_on", "grad_ascent"):
+        # SFR-on as the service runs it: what the user gave is explicit, the rest calibrated.
+        raw: dict[str, Any] = {"calibration_max_iterations": args.iterations}
+        if args.alpha0_given:
+            raw["alpha0"] = args.alpha0
+        cfg = parse_diffusion_method_config("sfr_on", raw)
+        assert isinstance(cfg, DiffusionSFROnConfig)
+        model = copy.deepcopy(original)
+        res = forget_class_calibrated(
+            model, context(), cfg, evaluator, sampling=sampling,
+            explicit=frozenset(k for k in raw if k in ("alpha0", "iterations")),
+        )  # fmt: skip
+        judge("sfr_on", model, cost_of(res, cfg))
+        iterations = int(res.details["iterations"])
+        faithful = {"calibrate": False, "iterations": args.iterations}
+        methods = [("sfr_on_faithful", "sfr_on", faithful)]
+        methods += [(m, m, {"iterations": iterations}) for m in BASELINES]
+        for name, method, raw in methods:
+            if args.alpha0_given and method in ("sfr_on", "grad_ascent"):
                 raw["alpha0"] = args.alpha0
             cfg = parse_diffusion_method_config(method, raw)
             model = copy.deepcopy(original)
-            ctx = DiffusionContext(split, schedule, recipe, device, seed, Reporter())
-            res = forget_class(model, ctx, cfg)
-            judge(method, model, {
-                "wall_time_s": res.wall_time_s, "time_vs_retrain": res.wall_time_s / rt_time,
-                "forward_passes": res.counters["forward_passes"],
-                "backward_passes": res.counters["backward_passes"],
-                "iterations": args.iterations, "mask_density": res.mask_density,
-                "config": cfg.model_dump(),
-            })  # fmt: skip
+            res = forget_class(model, context(), cfg)
+            judge(name, model, cost_of(res, cfg))
         all_rows.extend(rows.values())
-        targets[str(seed)] = check_targets(rows, args.iterations)
-        if seed == 0:
+        targets[str(seed)] = check_targets(rows, iterations)
+        if index == 0:
             for name, by_class in grids.items():
                 (results / f"generation-{mode}-{name}.png").write_bytes(sample_png(by_class))
-            strip = [to_uint8(grids[n][args.forget_class][:16]).numpy() for n in grids]
+            strip = [to_uint8(grids[n][forget[0]][:16]).numpy() for n in grids]
             (results / f"generation-{mode}-forgotten.png").write_bytes(labelled_rows(strip))
     return {
         "config": {
@@ -372,9 +430,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "recipe": recipe.model_dump(),
             "sampling": sampling.model_dump(),
             "evaluator": ev_meta,
-            "grids": "bench/results/generation-<mode>-<method>.png: one row per class, 8 samples; "
-            "generation-<mode>-forgotten.png: 16 samples of the forgotten class per method, in "
-            "the row order original, retrain, sfr_on, grad_ascent, salun",
+            "grids": "bench/results/generation-<mode>-<method>.png (first seed): one row per "
+            "class, 8 samples; generation-<mode>-forgotten.png: 16 samples of the first seed's "
+            "forgotten class per method, in the row order " + ", ".join(ROW_ORDER),
         },
         "device": describe_device(device),
         "versions": library_versions(),

@@ -17,6 +17,7 @@ from torch import nn
 
 from app.unlearning.config import TrainingRecipe
 from app.unlearning.data import ArrayDataset
+from app.unlearning.diffusion.calibration import forget_class_calibrated
 from app.unlearning.diffusion.config import (
     TINY_UNET,
     DiffusionGradAscentConfig,
@@ -236,6 +237,24 @@ def test_sfr_on_forgets_the_class_and_keeps_the_others(
     assert after["kept_accuracy"] >= original_metrics["kept_accuracy"] - 15
     # Costs: one forget and one remain pass per iteration, plus the Fisher batches.
     assert result.counters["backward_passes"] == 2 * 100 + 2 * 4
+
+
+@pytest.mark.slow
+def test_calibrated_sfr_on_stops_once_probes_find_the_class_forgotten(
+    pretrained: Pretrained, original_metrics: dict[str, float]
+) -> None:
+    model = copy.deepcopy(pretrained.model)
+    result = forget_class_calibrated(
+        model, pretrained.context(), DiffusionSFROnConfig(), pretrained.evaluator,
+        sampling=SAMPLING, explicit=frozenset(),
+    )  # fmt: skip
+    cal = result.details["calibration"]
+    assert cal["stop"] == "on target" and result.details["iterations"] < 150
+    assert [p["FA"] for p in cal["probes"][-2:]] == [0.0, 0.0]
+    after = pretrained.judge(model)
+    # The probe's verdict holds on the evaluation's own, larger and longer-sampled set.
+    assert after["FA"] <= 10
+    assert after["kept_accuracy"] >= original_metrics["kept_accuracy"] - 15
 
 
 @pytest.mark.slow

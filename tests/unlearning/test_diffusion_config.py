@@ -84,6 +84,14 @@ def test_scheduler_allowlist() -> None:
         ("sfr_on", {"lam": -1}, "config.lam"),
         ("sfr_on", {"max_norm": -1}, "config.max_norm"),
         ("sfr_on", {"forget_every": 5}, "config.forget_every"),
+        ("sfr_on", {"calibrate": "sometimes"}, "config.calibrate"),
+        ("sfr_on", {"calibration_max_iterations": 0}, "config.calibration_max_iterations"),
+        ("sfr_on", {"calibration_target_fa": 101}, "config.calibration_target_fa"),
+        ("sfr_on", {"calibration_confirm": 0}, "config.calibration_confirm"),
+        ("sfr_on", {"calibration_probe_every": 0}, "config.calibration_probe_every"),
+        ("sfr_on", {"calibration_probe_samples": 5000}, "config.calibration_probe_samples"),
+        ("sfr_on", {"calibration_probe_steps": 0}, "config.calibration_probe_steps"),
+        ("sfr_on", {"calibration_alpha_step": 1.0}, "config.calibration_alpha_step"),
         ("salun", {"mask_fraction": 1.5}, "config.mask_fraction"),
         ("grad_ascent", {"lr": 2}, "config.lr"),
         ("retrain", {"steps": 0}, "config.steps"),
@@ -99,6 +107,8 @@ def test_method_defaults_are_the_specs_ddpm_recipe() -> None:
     assert (cfg.iterations, cfg.lr, cfg.alpha0, cfg.lam, cfg.max_norm, cfg.gamma) == (
         150, 1e-4, 10.0, 0.5, 1.0, 1.0,
     )  # fmt: skip
+    # Calibrated by default; calibrate off is the recipe above as given.
+    assert cfg.calibrate and cfg.calibration_max_iterations == 150
     assert parse_diffusion_recipe({}).label_dropout == 0.1
     assert field_of(parse_diffusion_recipe, {"label_dropout": 1.0}) == "recipe.label_dropout"
 

@@ -177,6 +177,45 @@ class DiffusionSFROnConfig(_MethodConfig):
     gamma: float = Field(default=1.0, gt=0, le=1e6, description="Mask threshold on F_f/F_r.")
     use_mask: bool = True
     fisher_max_batches: int = Field(default=4, ge=1, le=10_000)
+    calibrate: bool = Field(
+        default=True,
+        description="Decide alpha0 and the iteration count on probes of generated samples of the "
+        "forgotten class (each only when not given explicitly); off: the values as given, the "
+        "spec's recipe. Used by app.unlearning.diffusion.calibration.",
+    )
+    calibration_max_iterations: int = Field(
+        default=150,
+        ge=1,
+        le=1_000_000,
+        description="Budget when iterations is not given: the run stops at the first probe on "
+        "target or here; also the horizon of alpha_t's cosine.",
+    )
+    calibration_target_fa: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="Forget accuracy (points) on the probe that counts as forgotten.",
+    )
+    calibration_confirm: int = Field(
+        default=2,
+        ge=1,
+        le=100,
+        description="Consecutive probes on target before the run stops.",
+    )
+    calibration_probe_every: int = Field(default=5, ge=1, le=100_000)
+    calibration_probe_samples: int = Field(
+        default=32, ge=1, le=4096, description="Generated images per forgotten class per probe."
+    )
+    calibration_probe_steps: int = Field(
+        default=10, ge=1, le=1000, description="DDIM steps of a probe's sampling."
+    )
+    calibration_alpha_step: float = Field(
+        default=4.0,
+        gt=1,
+        le=1000,
+        description="Factor on alpha0 when a probe finds the run too slow to reach the target "
+        "and its forget steps mostly unclipped (clipped steps do not change with alpha0).",
+    )
 
 
 class DiffusionGradAscentConfig(_MethodConfig):

@@ -5,12 +5,14 @@ taking the whole batch's weight), the gradient multiplied by the Fisher-ratio sa
 clipped to ``max_norm``; then one plain remain step with the original's label dropout.
 ``alpha_t`` decays from ``alpha0`` to 0 on a cosine over the iterations.
 
-Not done here (the classifier engine has it): calibrating alpha0 and the iteration count
-against a forgetting target; the explicit values are always used.
+This is the spec's recipe with the config's values as given. Calibrating alpha0 and the
+iteration count against a forgetting target measured on generated samples is
+:mod:`app.unlearning.diffusion.calibration`, which runs this loop with a hook.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -50,8 +52,20 @@ def ascent_loop(
     loss_floor: float,
     max_norm: float,
     mask: Mask | None,
+    alpha_at: Callable[[int], float] | None = None,
+    after: Callable[[int, torch.Tensor], bool] | None = None,
 ) -> dict[str, Any]:
-    """The forget/remain loop shared by SFR-on and plain gradient ascent (lambda 0, no mask)."""
+    """The forget/remain loop shared by SFR-on and plain gradient ascent (lambda 0, no mask).
+
+    ``alpha_at(t)``: the ascent weight of iteration t (default: the cosine from ``alpha0`` over
+    ``iterations``). ``after(done, norm)``: called after every iteration with the number done and
+    the forget step's gradient norm before clipping (a device tensor, not synced here); True
+    stops the loop there. Neither changes a random draw, so a run with a hook that never stops
+    is the same run as one without."""
+
+    def weight(t: int) -> float:
+        return cosine(alpha0, t, iterations) if alpha_at is None else alpha_at(t)
+
     rep = ctx.reporter
     forget, remain = ctx.forget_stream(batch_size, 10), ctx.remain_stream(batch_size, 20)
     gen = ctx.generator(30)
@@ -66,10 +80,10 @@ def ascent_loop(
         optimizer.zero_grad(set_to_none=True)
         per = per_sample_loss(model, ctx.schedule, x, y, gen)
         w = adaptive_weights(per, lam, loss_floor)
-        (-cosine(alpha0, t, iterations) * (w * per).sum()).backward()  # type: ignore[no-untyped-call]
+        (-weight(t) * (w * per).sum()).backward()  # type: ignore[no-untyped-call]
         if mask is not None:
             apply_mask(model, mask)
-        nn.utils.clip_grad_norm_(params(model), max_norm)
+        norm = nn.utils.clip_grad_norm_(params(model), max_norm)
         optimizer.step()
         losses["forget"] = per.detach().mean()
         count(rep, int(y.shape[0]))
@@ -82,16 +96,27 @@ def ascent_loop(
         losses["remain"] = loss.detach()
         count(rep, int(y.shape[0]))
         rep.counters.optimizer_steps += 2
+        if after is not None and after(t + 1, norm.detach()):
+            rep.step("unlearning", t + 1, t + 1, losses)
+            return {k: float(v) for k, v in losses.items()}
     rep.step("unlearning", iterations, iterations, losses)
     return {k: float(v) for k, v in losses.items()}
 
 
+def config_mask(
+    model: nn.Module, ctx: DiffusionContext, config: DiffusionSFROnConfig
+) -> Mask | None:
+    """The saliency mask ``config`` asks for (None with ``use_mask`` off), with progress."""
+    if not config.use_mask:
+        return None
+    ctx.reporter.step("mask", 0, 1)
+    mask = saliency_mask(model, ctx, config.batch_size, config.fisher_max_batches, config.gamma)
+    ctx.reporter.step("mask", 1, 1)
+    return mask
+
+
 def run(model: nn.Module, ctx: DiffusionContext, config: DiffusionSFROnConfig) -> MethodOutcome:
-    mask = None
-    if config.use_mask:
-        ctx.reporter.step("mask", 0, 1)
-        mask = saliency_mask(model, ctx, config.batch_size, config.fisher_max_batches, config.gamma)
-        ctx.reporter.step("mask", 1, 1)
+    mask = config_mask(model, ctx, config)
     final = ascent_loop(
         model,
         ctx,
