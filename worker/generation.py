@@ -31,9 +31,11 @@ from app.jobs.service import JobFailed
 from app.unlearning.config import TrainingRecipe
 from app.unlearning.data import ArrayDataset
 from app.unlearning.device import default_device, library_versions
+from app.unlearning.diffusion.calibration import forget_class_calibrated
 from app.unlearning.diffusion.config import (
     DiffusionConfigError,
     DiffusionRetrainConfig,
+    DiffusionSFROnConfig,
     SamplingConfig,
     parse_diffusion_method_config,
 )
@@ -225,7 +227,17 @@ def run_method(
     evaluator: GenerationEvaluator,
     sampling: SamplingConfig,
 ) -> ForgetResult:
-    """The requested method with the request's values (calibration: not yet)."""
+    """The requested method; SFR-on calibrates alpha0 and the iteration count on probes of
+    generated samples, unless the request set them (explicit values win)."""
+    if isinstance(config, DiffusionSFROnConfig):
+        return forget_class_calibrated(
+            model,
+            dctx,
+            config,
+            evaluator,
+            sampling=sampling,
+            explicit=frozenset(config.model_fields_set),
+        )
     return forget_class(model, dctx, config)
 
 
