@@ -26,7 +26,9 @@ from torch import nn
 from app import __version__
 from app.certificates.policy import Verdict, judge_generation
 from app.core.config import Settings
+from app.core.storage import StagedBlob
 from app.fulfilment.service import JobResult, UnlearnPlan
+from app.generation.evaluators import NewEvaluator
 from app.jobs.service import JobFailed
 from app.unlearning.config import TrainingRecipe
 from app.unlearning.data import ArrayDataset
@@ -71,6 +73,19 @@ class TrainedEvaluator:
     seed: int
     test_accuracy: float
     wall_time_s: float
+
+    def staged_as(self, staged: StagedBlob) -> NewEvaluator:
+        """What the domain records, once the weights are staged in the store."""
+        return NewEvaluator(
+            staged=staged,
+            architecture=self.architecture,
+            arch_args=self.arch_args,
+            recipe=self.recipe,
+            normalization=self.normalization,
+            seed=self.seed,
+            test_accuracy=self.test_accuracy,
+            wall_time_s=self.wall_time_s,
+        )
 
 
 @dataclass(frozen=True)
@@ -374,7 +389,8 @@ def compute(
     state = {k: v.detach().cpu().contiguous() for k, v in final_model.state_dict().items()}
     run = {
         **_cost(final),
-        "config": final.details.get("config") or _config_dump(config),
+        # The configuration of what made the certified weights (retrain's after a fallback).
+        "config": _config_dump(DiffusionRetrainConfig() if fallback else config),
         "details": final.details,
         "device": str(device),
         "evaluation_samples": {

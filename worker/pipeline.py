@@ -20,7 +20,6 @@ from app.core.db import session_scope
 from app.core.storage import StoreError
 from app.fulfilment import service as fulfilment
 from app.fulfilment.service import JobResult, SideArtifacts, UnlearnPlan
-from app.generation.evaluators import NewEvaluator
 from app.jobs import service as jobs
 from app.jobs.service import JobFailed
 from app.models.job import JobState
@@ -296,19 +295,9 @@ def commit(
             blobs += [b for b in (new_samples, base_samples) if b is not None]
             trained = None
             if side.evaluator is not None:
-                ev = side.evaluator
-                ev_blob = stage_bytes(ctx, ev.weights)
+                ev_blob = stage_bytes(ctx, side.evaluator.weights)
                 blobs.append(ev_blob)
-                trained = NewEvaluator(
-                    staged=ev_blob,
-                    architecture=ev.architecture,
-                    arch_args=ev.arch_args,
-                    recipe=ev.recipe,
-                    normalization=ev.normalization,
-                    seed=ev.seed,
-                    test_accuracy=ev.test_accuracy,
-                    wall_time_s=ev.wall_time_s,
-                )
+                trained = side.evaluator.staged_as(ev_blob)
             extra = SideArtifacts(new_samples, base_samples, trained)
         with session_scope(ctx.sessionmaker) as s:
             job = owned_for_update(s, p.job_id, p.attempt)

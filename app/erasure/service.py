@@ -280,6 +280,13 @@ def rewrite_manifest(store: ArtifactStore, plan: ManifestErasure) -> StagedBlob:
     return staged
 
 
+def _destroyed(out: dict[str, Any], digest: str, **entry: Any) -> None:
+    """List a derived artifact the erasure destroys on the receipt, and queue its file."""
+    out["destroyed"].append({**entry, "digest": {"sha256": digest}})
+    if digest not in out["pending_deletes"]:
+        out["pending_deletes"].append(digest)
+
+
 def record_manifest_erasure(
     session: Session, store: ArtifactStore, job: Job, plan: ManifestErasure, staged: StagedBlob
 ) -> bool:
@@ -337,17 +344,9 @@ def record_manifest_erasure(
             session, kit, actor=f"job:{job.id}", reason="its manifest lost erased samples"
         )
         if digest is not None:
-            out["destroyed"].append(
-                {
-                    "kind": "reference_kit",
-                    "kit_id": kit.id,
-                    "dataset_id": ds.id,
-                    "digest": {"sha256": digest},
-                    "size": kit.size,
-                }
+            _destroyed(
+                out, digest, kind="reference_kit", kit_id=kit.id, dataset_id=ds.id, size=kit.size
             )
-            if digest not in out["pending_deletes"]:
-                out["pending_deletes"].append(digest)
     # So was the classifier the service trained to judge a diffusion model's images.
     for ev in evaluators.of_manifest(session, ds.id, old):
         size = ev.size
@@ -355,17 +354,10 @@ def record_manifest_erasure(
             session, ev, actor=f"job:{job.id}", reason="its manifest lost erased samples"
         )
         if digest is not None:
-            out["destroyed"].append(
-                {
-                    "kind": "evaluator_classifier",
-                    "evaluator_id": ev.id,
-                    "dataset_id": ds.id,
-                    "digest": {"sha256": digest},
-                    "size": size,
-                }
-            )
-            if digest not in out["pending_deletes"]:
-                out["pending_deletes"].append(digest)
+            _destroyed(
+                out, digest, kind="evaluator_classifier", evaluator_id=ev.id, dataset_id=ds.id,
+                size=size,
+            )  # fmt: skip
     job.outcome = out
     audit.record(
         session,

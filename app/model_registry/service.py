@@ -232,9 +232,9 @@ def load(session: Session, tenant_id: str, model_id: str) -> ModelVersion:
     return mv
 
 
-def stored_samples(session: Session, store: ArtifactStore, mv: ModelVersion) -> StoredSamples:
-    """A diffusion version's stored generated images, or the problem that says why there are
-    none."""
+def samples_digest(mv: ModelVersion) -> str:
+    """The digest of a diffusion version's stored generated images, or the problem that says
+    why there are none."""
     if mv.architecture != DIFFUSION_ARCHITECTURE:
         raise Conflict(f"Model {mv.id} is a classifier; only diffusion models generate samples.")
     if mv.status == ModelStatus.purged:
@@ -248,7 +248,12 @@ def stored_samples(session: Session, store: ArtifactStore, mv: ModelVersion) -> 
             f"Model {mv.id} has no stored samples"
             + (" yet: its check is still running." if mv.status == ModelStatus.validating else ".")
         )
-    with store.local_file(mv.samples_digest) as path:
+    return mv.samples_digest
+
+
+def stored_samples(store: ArtifactStore, mv: ModelVersion) -> StoredSamples:
+    """A diffusion version's stored generated images (see :func:`samples_digest`)."""
+    with store.local_file(samples_digest(mv)) as path:
         blob = path.read_bytes()
     try:
         return StoredSamples.parse(blob)

@@ -8,7 +8,6 @@ from typing import Any
 from app.core.db import session_scope
 from app.core.tasks import VALIDATE_MODEL
 from app.generation import evaluators
-from app.generation.evaluators import NewEvaluator
 from app.jobs.service import transition
 from app.model_registry import service as models
 from app.model_registry.snapshot import ModelSnapshot
@@ -104,16 +103,7 @@ def run_validation(ctx: WorkerContext, job_id: str, attempt: int | None = None) 
         new_ev = None
         if trained is not None:
             staged.append(stage_bytes(ctx, trained.weights))
-            new_ev = NewEvaluator(
-                staged=staged[-1],
-                architecture=trained.architecture,
-                arch_args=trained.arch_args,
-                recipe=trained.recipe,
-                normalization=trained.normalization,
-                seed=trained.seed,
-                test_accuracy=trained.test_accuracy,
-                wall_time_s=trained.wall_time_s,
-            )
+            new_ev = trained.staged_as(staged[-1])
         try:
             models.record_validation(
                 session,
