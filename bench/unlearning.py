@@ -30,6 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from app.certificates.policy import membership_checks  # noqa: E402
 from app.unlearning.architectures import build_model  # noqa: E402
 from app.unlearning.config import (  # noqa: E402
     OriginalTraining,
@@ -47,9 +48,33 @@ from app.unlearning.data import (  # noqa: E402
 from app.unlearning.device import describe_device, library_versions, resolve_device  # noqa: E402
 from app.unlearning.engine import evaluate, unlearn  # noqa: E402
 from app.unlearning.evaluation import Reference  # noqa: E402
+from app.unlearning.reference_kit import (  # noqa: E402
+    ReferenceKit,
+    audit_model,
+    build_reference_kit,
+    model_phi,
+)
 from app.unlearning.training import train  # noqa: E402
 
-APPROXIMATE = ["sfr_on", "finetune", "grad_ascent", "random_label", "l1_sparse", "salun"]
+APPROXIMATE = [
+    "sfr_on",
+    "sfr_on_probe",
+    "sfr_on_faithful",
+    "finetune",
+    "grad_ascent",
+    "random_label",
+    "l1_sparse",
+    "salun",
+]
+#: Named SFR-on configurations (rows): the service's default with a kit (kit-targeted on
+#: sample-wise requests, calibrated on the probe class-wise), the default without a kit
+#: (calibrated on the validation probe), and the spec's recipe as written (no calibration, no
+#: kit targets: alpha0 25, N = 2% of the original's steps).
+SFR_ON_VARIANTS: dict[str, dict[str, Any]] = {
+    "sfr_on": {},
+    "sfr_on_probe": {"kit_targets": False},
+    "sfr_on_faithful": {"calibrate": False, "kit_targets": False},
+}
 SCENARIOS = ["class", "random10", "person100"]
 COLUMNS = [
     ("FA", "FA"),
@@ -60,6 +85,12 @@ COLUMNS = [
     ("avg_gap", "AvgGap"),
     ("avg_gap_no_mia", "AvgGap-noMIA"),
     ("kl_forget", "KL"),
+    ("flagged5", "flagged@5%"),
+    ("low5", "low@5%"),
+    ("audit_auc", "audit AUC"),
+    ("audit_pass", "audit pass"),
+    ("fresh_flagged5", "fresh kit flagged@5%"),
+    ("fresh_pass", "fresh pass"),
     ("wall_time_s", "time s"),
     ("time_vs_retrain", "x retrain"),
     ("optimizer_steps", "opt steps"),
@@ -96,6 +127,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--forget-class", type=int, default=0)
     p.add_argument("--out", default=None)
     p.add_argument("--no-cache", action="store_true")
+    p.add_argument(
+        "--kit-k",
+        type=int,
+        default=None,
+        help="shadows of the reference kit (default 16, quick 8; 0: no kit, no audit columns)",
+    )
     args = p.parse_args(argv)
     quick = args.quick
     defaults = {
@@ -105,6 +142,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "test_size": 2000 if quick else 5000,
         "val_size": 1000 if quick else 2000,
         "epochs": 20 if quick else 30,
+        "kit_k": 8 if quick else 16,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -209,6 +247,112 @@ def warm_up(device: torch.device) -> None:
     opt.step()
 
 
+def kit_pair(
+    args: argparse.Namespace,
+    cache: Cache,
+    base_key: dict[str, Any],
+    train_set: ArrayDataset,
+    val: ArrayDataset,
+    test: ArrayDataset,
+    model_args: dict[str, Any],
+    recipe: TrainingRecipe,
+    device: torch.device,
+) -> tuple[ReferenceKit, ReferenceKit, dict[str, Any]] | None:
+    """The service's reference kit (seed 1; the validation split as an extra table, for the
+    targets' shift) and a *fresh* kit (seed 2, other halves, other initialisations) that
+    nothing was aimed at: the audit with it is the check that kit-targeted SFR-on did not just
+    fit the first kit's shadows. Built once per dataset (they do not depend on the original's
+    seed), cached by content."""
+    if not args.kit_k:
+        return None
+    kits = []
+    info: dict[str, Any] = {}
+    for name, seed, extra in (
+        ("service", 1, {"test": test, "validation": val}),
+        ("fresh", 2, {"test": test}),
+    ):
+        key = Cache.key(kind="kit", k=args.kit_k, seed=seed, extra=sorted(extra), **base_key)
+        path = cache.folder / f"{key}.kit"
+        if cache.enabled and path.is_file():
+            kit = ReferenceKit.from_safetensors_bytes(path.read_bytes())
+            hit = True
+        else:
+            kit = build_reference_kit(
+                lambda: build_model(args.arch, model_args),
+                train_set,
+                extra,
+                recipe,
+                k=args.kit_k,
+                seed=seed,
+                device=device,
+            )
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(kit.to_safetensors_bytes())
+            tmp.rename(path)
+            hit = False
+        print(f"kit {name}: K={kit.k} {kit.wall_time_s:.1f}s{' cached' if hit else ''}")
+        info[name] = {
+            "k": kit.k,
+            "seed": seed,
+            "wall_time_s": kit.wall_time_s,
+            "optimizer_steps": kit.optimizer_steps,
+            "cached": hit,
+        }
+        kits.append(kit)
+    return kits[0], kits[1], info
+
+
+def audit_columns(
+    kits: tuple[ReferenceKit, ReferenceKit, dict[str, Any]] | None,
+    model: torch.nn.Module,
+    split: Split,
+    device: torch.device,
+    retrained: dict[str, Any] | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The per-example audit of ``model`` on the forget set with the service's kit and with the
+    fresh one, judged as the service's gate judges it (against ``retrained``'s audits when
+    given). Returns the row's columns and the raw audits (for the retrained reference)."""
+    if kits is None:
+        return {}, None
+    service, fresh, _ = kits
+    audits = {
+        name: audit_model(kit, model, split.forget, split.test, device=device).as_dict()
+        for name, kit in (("service", service), ("fresh", fresh))
+    }
+    cols: dict[str, Any] = {}
+    for name, prefix in (("service", ""), ("fresh", "fresh_")):
+        a = audits[name]
+        fig5 = next(f for f in a["alphas"] if f["alpha"] == 0.05)
+        ref = retrained[name] if retrained else None
+        judged = {"unlearned": a, **({"retrained": ref} if ref else {})}
+        failed = membership_checks("sample", {"audits": judged})[1]
+        cols[f"{prefix}flagged5"] = 100.0 * fig5["share_flagged"]
+        cols[f"{prefix}pass"] = 0.0 if failed else 100.0
+        if not prefix:
+            cols["low5"] = 100.0 * fig5["share_low"]
+            cols["audit_auc"] = a["auc"]
+            cols["audit_pass"] = cols.pop("pass")
+    return cols, audits
+
+
+def member_targets(
+    kits: tuple[ReferenceKit, ReferenceKit, dict[str, Any]] | None,
+    model: torch.nn.Module,
+    split: Split,
+    device: torch.device,
+) -> Any:
+    """The service kit's per-sample targets for a sample-wise request (None class-wise or
+    without a kit); the shift is measured on the validation split, as the worker does."""
+    if kits is None or split.forget_classes:
+        return None
+    return kits[0].forget_targets(
+        split.forget.sample_ids,
+        model_phi(model, split.validation, device),
+        split.validation.sample_ids,
+        margin=parse_method_config("sfr_on", {}).kit_margin,
+    )
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     device = resolve_device(args.device)
@@ -235,6 +379,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     warm_up(device)
     t_start = time.perf_counter()
+    kits = kit_pair(args, cache, base_key, train_set, val, test, model_args, recipe, device)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         # ---- original
         key = Cache.key(kind="original", seed=seed, **base_key)
@@ -284,12 +429,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rt_metrics, rt_forget = evaluate(retrained, split, device=device, seed=seed)
             ref = Reference(metrics=rt_metrics, forget_logits=rt_forget)
             rt_time = float(rmeta["wall_time_s"])
+            rt_audit_cols, rt_audits = audit_columns(kits, retrained, split, device, None)
             rows.append(
                 {
                     "scenario": scenario,
                     "seed": seed,
                     "method": "retrain",
                     **rt_metrics,
+                    **rt_audit_cols,
                     "avg_gap": 0.0,
                     "avg_gap_no_mia": 0.0,
                     "kl_forget": 0.0,
@@ -307,23 +454,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "seed": seed,
                     "method": "original",
                     **nothing,
+                    **audit_columns(kits, model, split, device, rt_audits)[0],
                     "wall_time_s": 0.0,
                     "time_vs_retrain": 0.0,
                     "optimizer_steps": 0,
                 }
             )
+            targets = member_targets(kits, model, split, device)
             for method in methods:
-                cfg = parse_method_config(method, {})
+                if method == "sfr_on_probe" and (targets is None or scenario == "class"):
+                    continue  # the same run as sfr_on there
+                variant = SFR_ON_VARIANTS.get(method)
+                name = "sfr_on" if variant is not None else method
+                cfg = parse_method_config(name, variant or {})
                 res = unlearn(
-                    model, split, cfg, original=original, device=device, seed=seed, reference=ref
+                    model,
+                    split,
+                    cfg,
+                    original=original,
+                    device=device,
+                    seed=seed,
+                    reference=ref,
+                    member_targets=targets if method == "sfr_on" else None,
                 )
                 rec = res.record
+                unlearned = build_model(args.arch, model_args)
+                unlearned.load_state_dict(res.state_dict)
+                unlearned.to(device)
+                audit_cols = audit_columns(kits, unlearned, split, device, rt_audits)[0]
                 rows.append(
                     {
                         "scenario": scenario,
                         "seed": seed,
                         "method": method,
                         **res.metrics,
+                        **audit_cols,
                         "wall_time_s": rec["wall_time_s"],
                         "time_vs_retrain": rec["wall_time_s"] / rt_time,
                         "optimizer_steps": rec["optimizer_steps"],
@@ -333,7 +498,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(
                     f"  {scenario:9s} {method:12s} FA {res.metrics['FA']:6.2f} "
                     f"(rt {rt_metrics['FA']:6.2f}) AvgGap {res.metrics['avg_gap']:5.2f} "
-                    f"time {rec['wall_time_s']:.1f}s ({rec['wall_time_s'] / rt_time:.1%})",
+                    f"time {rec['wall_time_s']:.1f}s ({rec['wall_time_s'] / rt_time:.1%})"
+                    + (
+                        f" flagged@5% {audit_cols['flagged5']:.0f}"
+                        f" (rt {rt_audit_cols['flagged5']:.0f}) pass {audit_cols['audit_pass']:.0f}"
+                        if audit_cols
+                        else ""
+                    ),
                     flush=True,
                 )
     summary = aggregate(rows, scenarios, ["original", "retrain", *methods])
@@ -342,13 +513,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **vars(args),
             "model_args": model_args,
             "recipe": recipe.model_dump(),
-            "method_configs": {m: parse_method_config(m, {}).model_dump() for m in methods},
-            "tuning": "none on test data: sfr_on calibrates alpha0 and iterations per request "
-            "on the validation probe (held-out remain + unseen pool data); the chosen values "
-            "and every trial are in records[].record.details.calibration. Defaults set from "
-            "validation-probe trials (seeds 0-2): budget 0.02, min_iterations 10, "
+            "method_configs": {
+                m: parse_method_config(
+                    "sfr_on" if m in SFR_ON_VARIANTS else m, SFR_ON_VARIANTS.get(m, {})
+                ).model_dump()
+                for m in methods
+            },
+            "kits": kits[2] if kits else None,
+            "tuning": "none on test data. sfr_on_probe (and sfr_on class-wise) calibrates "
+            "alpha0 and iterations per request on the validation probe (held-out remain + "
+            "unseen pool data; every trial in records[].record.details.calibration); defaults "
+            "set from validation-probe trials of seeds 0-2: budget 0.02, min_iterations 10, "
             "calibration_share 2/3, calibration_start_class 0.3, calibration_start_sample 1.5 "
-            "(x ascent_scale), calibration_step 4, entropy weight 0.1",
+            "(x ascent_scale), calibration_step 4, entropy weight 0.1. sfr_on sample-wise is "
+            "kit-targeted (records[].record.details.targets); kit_margin 0.5, kit_stop_share "
+            "0.31, kit_budget 0.04, kit_alpha_start 4 were set on seeds 10-11 of this setup "
+            "(a K=8 kit of seed 1 for targets, audited with the service kit and a fresh one), "
+            "seeds the recorded runs do not use",
         },
         "device": describe_device(device),
         "versions": library_versions(),
@@ -372,7 +553,7 @@ def aggregate(
             if not sel:
                 continue
             out[s][m] = {}
-            for key, _ in [*COLUMNS, ("TA_forgotten", "")]:
+            for key, _ in [*COLUMNS, ("TA_forgotten", ""), ("fresh_low5", "")]:
                 vals = [float(r[key]) for r in sel if key in r]
                 if vals:
                     std = statistics.stdev(vals) if len(vals) > 1 else 0.0
@@ -381,37 +562,46 @@ def aggregate(
 
 
 def check_targets(summary: dict[str, Any], scenarios: list[str]) -> dict[str, Any]:
+    """Issue 10's targets for the ``sfr_on`` row, scenario by scenario (means over seeds)."""
     res: dict[str, Any] = {}
     for s in scenarios:
         ms = summary[s]
         if "sfr_on" not in ms:
             continue
-        sfr = ms["sfr_on"]
-        approx = [m for m in ms if m not in ("original", "retrain")]
+        sfr, rt = ms["sfr_on"], ms["retrain"]
+        others = [m for m in ms if m not in ("original", "retrain") and m not in SFR_ON_VARIANTS]
         t: dict[str, Any] = {}
         for key in ("avg_gap", "avg_gap_no_mia"):
-            best = min(approx, key=lambda m: ms[m][key][0])
-            t[f"lowest_{key}"] = {
-                "best": best,
-                "ok": sfr[key][0] <= ms[best][key][0] + ms[best][key][1]
-                and sfr[key][0] < ms["original"][key][0],
+            t[f"beats_do_nothing_{key}"] = {
+                "ok": sfr[key][0] < ms["original"][key][0],
                 "sfr_on": sfr[key][0],
-                "best_value": ms[best][key][0],
                 "original": ms["original"][key][0],
             }
+            if others:
+                best = min(others, key=lambda m: ms[m][key][0])
+                t[f"lowest_{key}"] = {
+                    "ok": sfr[key][0] <= ms[best][key][0],
+                    "sfr_on": sfr[key][0],
+                    "best_other": best,
+                    "best_value": ms[best][key][0],
+                }
+        for key in ("RA", "TA"):
+            gap = sfr[key][0] - rt[key][0]
+            t[f"{key}_within_1_of_retrain"] = {"ok": abs(gap) <= 1.0, "value": gap}
         if s == "class":
-            rt_ta = ms["retrain"]["TA"][0]
             t["FA<=1"] = {"ok": sfr["FA"][0] <= 1.0, "value": sfr["FA"][0]}
-            t["TA_within_1_of_retrain"] = {
-                "ok": abs(sfr["TA"][0] - rt_ta) <= 1.0,
-                "value": sfr["TA"][0] - rt_ta,
-            }
         else:
-            bound = 2.0 if s == "random10" else 5.0
-            gap = sfr["FA"][0] - ms["retrain"]["FA"][0]
-            t[f"|FA-FA_rt|<={bound}"] = {"ok": abs(gap) <= bound, "value": gap}
-        ratio = sfr["time_vs_retrain"][0]
-        t["time<=10%_of_retrain"] = {"ok": ratio <= 0.10, "value": ratio}
+            gap = sfr["FA"][0] - rt["FA"][0]
+            t["|FA-FA_rt|<=2"] = {"ok": abs(gap) <= 2.0, "value": gap}
+            if "audit_pass" in sfr:
+                # share of seeds passing the gate, where retrain passes it
+                t["audit_pass_where_retrain_passes"] = {
+                    "ok": sfr["audit_pass"][0] >= rt["audit_pass"][0],
+                    "sfr_on": sfr["audit_pass"][0],
+                    "retrain": rt["audit_pass"][0],
+                    "fresh_kit": sfr.get("fresh_pass", [None])[0],
+                }
+        t["time_vs_retrain"] = {"value": sfr["time_vs_retrain"][0]}
         res[s] = t
     return res
 
@@ -443,7 +633,7 @@ def markdown(result: dict[str, Any]) -> str:
     for s, t in result["targets"].items():
         for name, v in t.items():
             lines.append(
-                f"- {s} / {name}: {'MET' if v['ok'] else 'MISSED'} "
+                f"- {s} / {name}: {('MET' if v['ok'] else 'MISSED') if 'ok' in v else 'measured'} "
                 f"({json.dumps({k: v[k] for k in v if k != 'ok'}, default=str)})"
             )
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from safetensors.torch import save
 from torch import nn
 
@@ -27,13 +28,20 @@ from app.unlearning.architectures import build_model
 from app.unlearning.config import (
     OriginalTraining,
     RetrainConfig,
+    SFROnConfig,
     TrainingRecipe,
     parse_method_config,
 )
 from app.unlearning.data import Split, build_split
 from app.unlearning.device import default_device, library_versions
 from app.unlearning.engine import Cancelled, UnlearnResult, evaluate, unlearn
-from app.unlearning.reference_kit import ReferenceKit, ReferenceKitError, audit_model
+from app.unlearning.reference_kit import (
+    MemberTargets,
+    ReferenceKit,
+    ReferenceKitError,
+    audit_model,
+    model_phi,
+)
 from app.unlearning.weights import ModelRejected, build_and_load
 from worker.context import WorkerContext
 from worker.data import DatasetRef, load_splits
@@ -121,6 +129,7 @@ def compute(
 
     reference = retrain("reference") if p.reference_eval else None
     config = parse_method_config(p.method, p.method_config)
+    targets, targets_note = member_targets(ctx, p, split, model, config, device)
     result = unlearn(
         model,
         split,
@@ -131,7 +140,10 @@ def compute(
         progress=monitor.progress,
         should_stop=monitor.should_stop,
         reference=reference.as_reference() if reference else None,
+        member_targets=targets,
     )
+    if targets_note is not None:
+        result.record["details"]["kit_targets_unavailable"] = targets_note
     audited: dict[str, UnlearnResult | None] = {"unlearned": result, "retrained": reference}
     membership = membership_audit(ctx, p, split, model, audited, device, monitor)
     verdict = judge(
@@ -233,6 +245,47 @@ def evaluation_samples(split: Split, *, own_validation: bool, p: UnlearnPlan) ->
     }
 
 
+def read_kit(ctx: WorkerContext, p: UnlearnPlan) -> ReferenceKit:
+    """The base's reference kit, read from the store (the caller checked that there is one)."""
+    assert p.kit is not None
+    with ctx.store.local_file(p.kit["digest"]) as path:
+        return ReferenceKit.from_safetensors_bytes(path.read_bytes())
+
+
+def member_targets(
+    ctx: WorkerContext,
+    p: UnlearnPlan,
+    split: Split,
+    original: nn.Module,
+    config: BaseModel,
+    device: torch.device,
+) -> tuple[MemberTargets | None, str | None]:
+    """Per forget sample, the kit's membership threshold for SFR-on's kit-targeted mode
+    (sample-wise requests with a kit and ``kit_targets`` on); else None. The model's shift
+    against the shadows is measured on the validation split, never on the test split the audit
+    calibrates on. Returns why the targets could not be set when the mode applied but the kit
+    could not serve it (the method then calibrates on its validation probe instead)."""
+    if (
+        p.kit is None
+        or split.forget_classes
+        or not isinstance(config, SFROnConfig)
+        or not config.kit_targets
+    ):
+        return None, None
+    try:
+        kit = read_kit(ctx, p)
+        targets = kit.forget_targets(
+            split.forget.sample_ids,
+            model_phi(original, split.validation, device),
+            split.validation.sample_ids,
+            margin=config.kit_margin,
+        )
+    except (ReferenceKitError, StoreError, ValueError) as exc:
+        log.warning("job %s: kit targets unavailable: %s", p.job_id, exc)
+        return None, str(exc)
+    return targets, None
+
+
 def membership_audit(
     ctx: WorkerContext,
     p: UnlearnPlan,
@@ -254,8 +307,7 @@ def membership_audit(
         " family: evidence, not a proof",
     }
     try:
-        with ctx.store.local_file(p.kit["digest"]) as path:
-            kit = ReferenceKit.from_safetensors_bytes(path.read_bytes())
+        kit = read_kit(ctx, p)
         models: dict[str, nn.Module] = {"original": original}
         for name, res in results.items():
             if res is not None:

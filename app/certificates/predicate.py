@@ -77,7 +77,17 @@ def build(
         "requests": requests,
         "job": job,
         "method": method,
-        "run": {k: run.get(k) for k in RUN_FIELDS},
+        "run": {
+            **{k: run.get(k) for k in RUN_FIELDS},
+            # SFR-on's kit-targeted mode aims each forgotten sample at the same kit's OUT level
+            # that the membership audit then checks: an auditor must know the two are not
+            # independent (bench/unlearning.py re-audits such runs with a fresh kit).
+            **{
+                k: details[k]
+                for k in ("mode", "targets", "kit_targets_unavailable")
+                if isinstance(details := run.get("details") or {}, dict) and k in details
+            },
+        },
         "environment": environment,
         "metrics": metrics,
         # Which samples each figure covers (forget, remain, test, and what was held out to tune).

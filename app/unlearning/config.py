@@ -125,6 +125,43 @@ class SFROnConfig(_SGDFields):
         description="Batches of each set used for the Fisher diagonals (cost cap on the remain "
         "side).",
     )
+    kit_targets: bool = Field(
+        default=True,
+        description="Sample-wise requests with a reference kit: ascend only on forget samples "
+        "whose logit margin is still above their OUT level (kit_margin OUT standard deviations "
+        "over the shadows' mean for that sample), and stop ascending once at most "
+        "kit_stop_share of them are, instead of calibrating on the validation probe.",
+    )
+    kit_budget: float = Field(
+        default=0.04,
+        gt=0,
+        le=2,
+        description="Kit-targeted mode: N as a fraction of the original training's steps (remain "
+        "steps continue after the ascent stops: they repair the remain side).",
+    )
+    kit_margin: float = Field(default=0.5, ge=0, le=10, description="In OUT standard deviations.")
+    kit_stop_share: float = Field(
+        default=0.31,
+        ge=0,
+        lt=1,
+        description="Skip the ascent while at most this share of the forget set is above its "
+        "threshold; 0.31 is the share a model that never saw the samples shows above its OUT "
+        "mean + 0.5 standard deviations (the default kit_margin).",
+    )
+    kit_alpha_start: float = Field(
+        default=4.0,
+        gt=0,
+        le=1e4,
+        description="Kit-targeted alpha0, in units of the alpha0 at which the first forget step "
+        "starts to be clipped.",
+    )
+    kit_check_samples: int = Field(
+        default=512,
+        ge=16,
+        le=100_000,
+        description="Forget samples whose margin is measured before each forget step (a rotating"
+        " slice of the forget set when it is larger); the step ascends on those still above.",
+    )
     calibrate: bool = Field(
         default=True,
         description="Pick alpha0 and iterations on a validation split first (each only when "

@@ -33,6 +33,7 @@ from app.unlearning.device import (
 from app.unlearning.evaluation.evaluator import Reference, evaluate_split
 from app.unlearning.methods.common import MethodContext
 from app.unlearning.methods.registry import METHODS, method_name
+from app.unlearning.reference_kit import MemberTargets
 from app.unlearning.runtime import Cancelled, ProgressFn, Reporter, StopFn
 
 __all__ = ["Cancelled", "Reference", "UnlearnResult", "evaluate", "unlearn"]
@@ -86,6 +87,7 @@ def unlearn(
     should_stop: StopFn | None = None,
     reference: Reference | None = None,
     evaluate: bool = True,
+    member_targets: MemberTargets | None = None,
 ) -> UnlearnResult:
     """Run the method of ``method_config`` (a config from :mod:`app.unlearning.config`) on a copy
     of ``model``; ``model`` itself is not modified.
@@ -94,7 +96,9 @@ def unlearn(
     ``retrain`` reuses its recipe. ``progress`` receives ``{"phase", "step", "total", "losses"}``
     (phases: "mask", "calibrate", "unlearning", "training", "evaluating"); ``should_stop`` is
     checked before every step and raises :class:`Cancelled`. With ``reference`` (the retrained
-    model's evaluation), the metrics include gaps, Avg. Gap and KL to it.
+    model's evaluation), the metrics include gaps, Avg. Gap and KL to it. ``member_targets``
+    (from a reference kit, :meth:`~app.unlearning.reference_kit.ReferenceKit.forget_targets`,
+    in the forget set's order) lets SFR-on aim each sample at its own OUT level.
     """
     name = method_name(method_config)
     entry = METHODS[name]
@@ -112,6 +116,7 @@ def unlearn(
         seed=seed,
         reporter=reporter,
         channels_last=channels_last,
+        member_targets=member_targets,
     )
     reporter.check()
     start = time.perf_counter()

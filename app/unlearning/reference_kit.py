@@ -77,6 +77,30 @@ class PhiTable:
 
 
 @dataclass(frozen=True, eq=False)
+class MemberTargets:
+    """Per forget sample (in the forget set's order), the ``phi`` threshold above which it still
+    looks like a member of the model, and how it was set (see
+    :meth:`ReferenceKit.forget_targets`)."""
+
+    threshold: np.ndarray
+    sigma: float
+    offset: float
+    margin: float
+    offset_source: str
+    k: int
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "n": len(self.threshold),
+            "k": self.k,
+            "sigma": round(self.sigma, 4),
+            "offset": round(self.offset, 4),
+            "offset_source": self.offset_source,
+            "margin_sigmas": self.margin,
+        }
+
+
+@dataclass(frozen=True, eq=False)
 class ReferenceKit:
     """The K x N table of ``phi`` on the training set, the IN/OUT matrix and what built them.
 
@@ -228,6 +252,56 @@ class ReferenceKit:
             }
         )
         return result
+
+    def forget_targets(
+        self,
+        forget_ids: Iterable[int],
+        phi_validation: np.ndarray,
+        validation_ids: Iterable[int],
+        *,
+        margin: float,
+    ) -> MemberTargets:
+        """Per forget sample, the ``phi`` above which it still looks like a member: its OUT mean,
+        plus the model's median shift against the shadows, plus ``margin`` OUT standard
+        deviations. What SFR-on's kit-targeted mode ascends on (see
+        :func:`~app.unlearning.methods.sfr_on.targeted_loop`).
+
+        The shift is estimated on validation samples the model never saw (``phi_validation``, in
+        ``validation_ids`` order), looked up in any extra table that holds them, never on the
+        audit's own non-members: the audit stays evidence the targets were not fitted to. Raises
+        :class:`ReferenceKitError` when no extra table holds those samples.
+        """
+        ids = np.asarray(list(validation_ids), dtype=np.int64)
+        phi_v = np.asarray(phi_validation, dtype=np.float64)
+        if phi_v.shape != ids.shape:
+            raise ReferenceKitError("phi_validation must have one value per validation ID")
+        source = None
+        for name in sorted(self.extra):
+            try:
+                v_cols = self.columns(ids, name)
+            except ReferenceKitError:
+                continue
+            source = name
+            break
+        if source is None or not len(ids):
+            raise ReferenceKitError("no extra table of the kit holds the validation samples")
+        table = self.extra[source].phi[:, v_cols].astype(np.float64)
+        offset = float(np.median(phi_v - table.mean(axis=0)))
+        cols = self.columns(forget_ids)
+        out = ~self.in_mask[:, cols]
+        n_out = out.sum(axis=0)
+        if (n_out == 0).any():
+            raise ReferenceKitError("some forget samples are IN for every shadow of the kit")
+        mean = (self.phi[:, cols].astype(np.float64) * out).sum(axis=0) / n_out
+        sigma = math.sqrt(self.out_variance())
+        return MemberTargets(
+            threshold=(mean + offset + margin * sigma).astype(np.float32),
+            sigma=sigma,
+            offset=offset,
+            margin=margin,
+            offset_source=source,
+            k=self.k,
+        )
 
     def retire(self, sample_ids: Iterable[int]) -> ReferenceKit:
         """The kit without the shadows that trained on any of ``sample_ids`` and without those

@@ -85,6 +85,8 @@ def test_a_kit_is_built_once_and_audits_later_requests(
         assert figures["n"] == 30 and figures["k"] == 4 and figures["epsilon_cap"] > 0
         assert [a["alpha"] for a in figures["alphas"]] == [0.01, 0.05]
     assert "by_alpha" in pred["policy"]["checks"]["membership"]
+    # SFR-on aimed at the kit's per-sample OUT levels, and the certificate says so.
+    assert pred["run"]["mode"] == "kit_targeted" and pred["run"]["targets"]["k"] == 4
 
     # A version that fails the gate falls back to retraining (the tenant's policy): the
     # certificate's per-example figures are then the retrained model's, the failed method's

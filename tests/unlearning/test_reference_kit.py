@@ -332,3 +332,82 @@ def test_retrain_is_not_flagged_on_the_forgotten_samples(world: World) -> None:
     tolerance_5 = audit.extra["tolerance"]["0.05"]
     assert before.at(0.05).share_flagged > audit.at(0.05).share_flagged + tolerance_5
     assert before.auc > 0.65
+
+
+# --------------------------------------------------------------------------------------------
+# Kit targets: SFR-on aims each forget sample at its own OUT level
+# --------------------------------------------------------------------------------------------
+
+
+def test_forget_targets_are_the_out_mean_plus_the_models_shift_and_a_margin() -> None:
+    kit = _kit(k=4, n=12, m=6)
+    forget = kit.sample_ids[[3, 0, 7]]
+    # The model is 0.5 more confident than the shadows on every validation sample.
+    phi_val = kit.extra["test"].phi.mean(axis=0) + 0.5
+    targets = kit.forget_targets(forget, phi_val, kit.extra["test"].sample_ids, margin=1.0)
+    out = ~kit.in_mask[:, [3, 0, 7]]
+    mean = (kit.phi[:, [3, 0, 7]] * out).sum(axis=0) / out.sum(axis=0)
+    sigma = np.sqrt(kit.out_variance())
+    np.testing.assert_allclose(targets.threshold, mean + 0.5 + sigma, rtol=1e-5)
+    assert targets.summary()["offset_source"] == "test" and targets.k == 4
+    with pytest.raises(ReferenceKitError, match="validation samples"):
+        kit.forget_targets(forget, np.zeros(2), [9999, 9998], margin=1.0)
+    with pytest.raises(ReferenceKitError, match="not in the training table"):
+        kit.forget_targets([1], phi_val, kit.extra["test"].sample_ids, margin=1.0)
+
+
+def test_kit_targeted_sfr_on_passes_the_audit_that_the_original_fails(world: World) -> None:
+    """The service's default for a sample-wise request with a kit, end to end on digits: the
+    forgotten samples stop looking like members (the gate's rule: flagged share at most
+    alpha + the binomial tolerance), without over-forgetting them, and the ascent stops early."""
+    from app.certificates.policy import membership_checks
+    from app.unlearning.config import OriginalTraining, SFROnConfig
+    from app.unlearning.data import build_split
+    from app.unlearning.engine import unlearn
+    from app.unlearning.evaluation.evaluator import predict
+    from app.unlearning.reference_kit import model_phi
+
+    half = len(world.test) // 2
+    validation, nonmembers = (
+        world.test.take(np.arange(half)),
+        world.test.take(np.arange(half, len(world.test))),
+    )
+    split = build_split(
+        world.train, nonmembers, forget_ids=world.forget.sample_ids, validation=validation
+    )
+    targets = world.kit.forget_targets(
+        split.forget.sample_ids,
+        model_phi(world.original, validation, CPU),
+        validation.sample_ids,
+        margin=SFROnConfig().kit_margin,
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = unlearn(
+            world.original,
+            split,
+            SFROnConfig(),
+            original=OriginalTraining(recipe=RECIPE, optimizer_steps=200),
+            device=CPU,
+            seed=0,
+            member_targets=targets,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    details = result.record["details"]
+    assert details["mode"] == "kit_targeted" and details["forget_steps"] >= 1
+    model = _fresh(0)
+    model.load_state_dict(result.state_dict)
+    after = audit_model(world.kit, model.eval(), split.forget, nonmembers, device=CPU)
+    before = audit_model(world.kit, world.original, split.forget, nonmembers, device=CPU)
+    print(_report("kit-targeted SFR-on on S", after), details)
+    audits = {"unlearned": after.as_dict()}
+    assert membership_checks("sample", {"audits": audits})[1] == []
+    assert membership_checks("sample", {"audits": {"unlearned": before.as_dict()}})[1]
+    tol5 = after.extra["tolerance"]["0.05"]
+    assert after.at(0.05).share_low <= 0.05 + tol5  # not pushed past what retrain shows
+    retrained_fa = float(
+        (predict(world.retrain, split.forget, CPU).argmax(1).numpy() == split.forget.labels).mean()
+    )
+    assert abs(result.metrics["FA"] - 100 * retrained_fa) < 10

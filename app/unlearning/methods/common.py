@@ -15,6 +15,7 @@ from torch import nn
 from app.unlearning.config import OriginalTraining
 from app.unlearning.data import ArrayDataset, BatchStream, DeviceData, Split
 from app.unlearning.device import make_generator
+from app.unlearning.reference_kit import MemberTargets
 from app.unlearning.runtime import Reporter
 from app.unlearning.training import cosine_lr, make_sgd, set_lr
 
@@ -31,6 +32,9 @@ class MethodContext:
     seed: int
     reporter: Reporter
     channels_last: bool
+    #: Per forget sample, the membership threshold from a reference kit (sample-wise requests
+    #: only); methods that can use it (SFR-on) aim at it, the others ignore it.
+    member_targets: MemberTargets | None = None
     _cache: dict[str, DeviceData] = field(default_factory=dict)
 
     def on_device(self, name: str, data: ArrayDataset) -> DeviceData:

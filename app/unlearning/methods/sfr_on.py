@@ -19,6 +19,7 @@ tensor([0.4922, 0.4922, 0.0156])
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -38,7 +39,7 @@ from app.unlearning.methods.common import (
     params,
     ratio_mask,
 )
-from app.unlearning.methods.sfr_on_calibration import calibrate, calibration_budget
+from app.unlearning.methods.sfr_on_calibration import ascent_scale, calibrate, calibration_budget
 from app.unlearning.runtime import Reporter
 from app.unlearning.training import cosine_lr, make_sgd, set_lr
 
@@ -176,6 +177,135 @@ def sfr_on_loop(
     return {"forget_steps": forget_steps, "mask_refreshes": refreshes}
 
 
+def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The logit margin ``phi`` of the membership audit: the true class's logit minus the largest
+    other one."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf"))
+    return true - other.max(dim=1).values
+
+
+def targeted_loop(
+    model: nn.Module,
+    ctx: MethodContext,
+    config: SFROnConfig,
+    *,
+    alpha0: float,
+    iterations: int,
+    mask: Mask,
+    threshold: torch.Tensor,
+) -> dict[str, Any]:
+    """SFR-on's loop with per-sample targets from a reference kit (sample-wise requests).
+
+    The spec's iteration is unchanged (a remain step every iteration, a masked, weighted,
+    clipped forget step every ``forget_every``, one optimizer and cosine schedule), but each
+    forget step ascends only on samples whose margin is still above ``threshold`` (their OUT
+    level: what a model that never saw them shows), measured just before on up to
+    ``kit_check_samples`` forget samples (a rotating slice). While at most ``kit_stop_share`` of
+    the measured samples are above, the forget step is skipped, so the iterations after the
+    ascent reached its target are remain steps at a falling learning rate, which repair what the
+    ascent cost the remain side (and ascend again if the repair brings the samples back).
+
+    Why: a uniform ascent lowers every forget sample's confidence alike, so samples the model
+    generalises to anyway fall below what retraining gives (forget accuracy too low) before the
+    memorised ones stop looking like members. Aiming at each sample's own OUT level moves only
+    the samples that still carry the training's trace.
+    """
+    rep = ctx.reporter
+    forget = ctx.forget
+    n = len(forget)
+    check = min(n, config.kit_check_samples)
+    order = torch.randperm(n, generator=ctx.generator(40), device=forget.device)
+    thr = threshold.to(forget.device)
+    remain_stream = BatchStream(ctx.remain, config.batch_size, ctx.generator(20))
+    pick = ctx.generator(10)
+    optimizer = make_sgd(model, config.lr, config.momentum, config.weight_decay)
+    model.train()
+    zero = torch.zeros((), device=ctx.device)
+    losses: dict[str, torch.Tensor] = {"forget": zero, "remain": zero}
+    forget_steps, skipped, pos = 0, 0, 0
+    stopped_at: int | None = None
+    above_share = 1.0
+    for t in range(iterations):
+        rep.step("unlearning", t, iterations, losses)
+        set_lr(optimizer, cosine_lr(config.lr, t, iterations))
+        if t % config.forget_every == 0:
+            idx = order[pos : pos + check]
+            if len(idx) < check:  # wrap around the rotation
+                idx = torch.cat([idx, order[: check - len(idx)]])
+            pos = (pos + check) % n
+            model.eval()
+            with torch.no_grad():
+                phi = torch.cat(
+                    [
+                        margins(model(forget.normalise(forget.images[b])), forget.labels[b])
+                        for b in torch.split(idx, 256)
+                    ]
+                )
+            rep.counters.forward += -(-len(idx) // 256)
+            model.train()
+            above = idx[phi > thr[idx]]
+            above_share = len(above) / len(idx)
+            if above_share <= config.kit_stop_share:
+                # On target: no ascent this time. Checked again at the next forget step, since
+                # remain steps can give the forgotten samples back some of their confidence.
+                if stopped_at is None:
+                    stopped_at = t
+                skipped += 1
+            else:
+                chosen = above[torch.randperm(len(above), generator=pick, device=above.device)]
+                x, y = forget.batch(chosen[: config.batch_size], generator=None)
+                losses["forget"] = forget_step(
+                    model,
+                    optimizer,
+                    x,
+                    y,
+                    mask,
+                    alpha=alpha_at(alpha0, t, iterations),
+                    config=config,
+                )
+                forget_steps += 1
+                _count(rep, y)
+        x, y = remain_stream.next()
+        losses["remain"] = remain_step(model, optimizer, x, y)
+        _count(rep, y)
+    rep.step("unlearning", iterations, iterations, losses)
+    return {
+        "forget_steps": forget_steps,
+        "forget_steps_skipped": skipped,
+        "first_on_target_at": stopped_at,
+        "share_above_last_check": round(above_share, 4),
+    }
+
+
+def _kit_targeted(
+    model: nn.Module, ctx: MethodContext, config: SFROnConfig, mask: Mask
+) -> tuple[int, dict[str, Any]]:
+    """Run :func:`targeted_loop` with the kit's targets; alpha0 and N follow the ``kit_*``
+    fields unless given."""
+    assert ctx.member_targets is not None
+    iterations = ctx.budget_steps(config.kit_budget, config.iterations, config.min_iterations)
+    if config.alpha0 is not None:
+        alpha0, scale = config.alpha0, None
+    else:
+        state = copy.deepcopy(model.state_dict())
+        scale = ascent_scale(model, ctx, config, mask, adaptive_weights)
+        model.load_state_dict(state)  # train mode moved BatchNorm statistics
+        alpha0 = config.kit_alpha_start * scale
+    threshold = torch.from_numpy(ctx.member_targets.threshold)
+    info = targeted_loop(
+        model, ctx, config, alpha0=alpha0, iterations=iterations, mask=mask, threshold=threshold
+    )
+    return iterations, {
+        "mode": "kit_targeted",
+        "alpha0": alpha0,
+        "ascent_scale": scale,
+        "iterations": iterations,
+        "targets": ctx.member_targets.summary(),
+        **info,
+    }
+
+
 def run(model: nn.Module, ctx: MethodContext, config: SFROnConfig) -> MethodOutcome:
     iterations = ctx.budget_steps(config.budget, config.iterations, config.min_iterations)
     ctx.reporter.step("mask", 0, 1)
@@ -183,6 +313,11 @@ def run(model: nn.Module, ctx: MethodContext, config: SFROnConfig) -> MethodOutc
     density = mask_density(mask)
     ctx.reporter.step("mask", 1, 1)
     details: dict[str, Any] = {"iterations": iterations}
+    if config.kit_targets and ctx.member_targets is not None and not ctx.split.forget_classes:
+        iterations, info = _kit_targeted(model, ctx, config, mask)
+        details.update(info)
+        forget_steps = int(info["forget_steps"])
+        return MethodOutcome(steps=iterations + forget_steps, mask_density=density, details=details)
     if config.calibrate and (config.alpha0 is None or config.iterations is None):
         best, record = calibrate(
             model,
