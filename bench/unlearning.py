@@ -349,6 +349,7 @@ def member_targets(
         split.forget.sample_ids,
         model_phi(model, split.validation, device),
         split.validation.sample_ids,
+        table="validation",
         margin=parse_method_config("sfr_on", {}).kit_margin,
     )
 

@@ -129,7 +129,9 @@ def compute(
 
     reference = retrain("reference") if p.reference_eval else None
     config = parse_method_config(p.method, p.method_config)
-    targets, targets_note = member_targets(ctx, p, split, model, config, device)
+    targets, targets_note = member_targets(
+        ctx, p, split, model, config, device, own_validation=validation is not None
+    )
     result = unlearn(
         model,
         split,
@@ -259,6 +261,8 @@ def member_targets(
     original: nn.Module,
     config: BaseModel,
     device: torch.device,
+    *,
+    own_validation: bool,
 ) -> tuple[MemberTargets | None, str | None]:
     """Per forget sample, the kit's membership threshold for SFR-on's kit-targeted mode
     (sample-wise requests with a kit and ``kit_targets`` on); else None. The model's shift
@@ -278,6 +282,9 @@ def member_targets(
             split.forget.sample_ids,
             model_phi(original, split.validation, device),
             split.validation.sample_ids,
+            # A manifest's own validation split is numbered in its own namespace, like its test
+            # split: its table is "validation" (kits built since it was stored), never "test".
+            table="validation" if own_validation else "test",
             margin=config.kit_margin,
         )
     except (ReferenceKitError, StoreError, ValueError) as exc:

@@ -259,6 +259,7 @@ class ReferenceKit:
         phi_validation: np.ndarray,
         validation_ids: Iterable[int],
         *,
+        table: str,
         margin: float,
     ) -> MemberTargets:
         """Per forget sample, the ``phi`` above which it still looks like a member: its OUT mean,
@@ -267,26 +268,17 @@ class ReferenceKit:
         :func:`~app.unlearning.methods.sfr_on.targeted_loop`).
 
         The shift is estimated on validation samples the model never saw (``phi_validation``, in
-        ``validation_ids`` order), looked up in any extra table that holds them, never on the
-        audit's own non-members: the audit stays evidence the targets were not fitted to. Raises
-        :class:`ReferenceKitError` when no extra table holds those samples.
+        ``validation_ids`` order) from the extra table ``table`` that holds them, not on the
+        audit's own non-members, so the audit's calibration set stays out of what SFR-on aims
+        at. Raises :class:`ReferenceKitError` when that table does not hold those samples.
         """
         ids = np.asarray(list(validation_ids), dtype=np.int64)
         phi_v = np.asarray(phi_validation, dtype=np.float64)
-        if phi_v.shape != ids.shape:
+        if phi_v.shape != ids.shape or not len(ids):
             raise ReferenceKitError("phi_validation must have one value per validation ID")
-        source = None
-        for name in sorted(self.extra):
-            try:
-                v_cols = self.columns(ids, name)
-            except ReferenceKitError:
-                continue
-            source = name
-            break
-        if source is None or not len(ids):
-            raise ReferenceKitError("no extra table of the kit holds the validation samples")
-        table = self.extra[source].phi[:, v_cols].astype(np.float64)
-        offset = float(np.median(phi_v - table.mean(axis=0)))
+        v_cols = self.columns(ids, table)
+        shadows_v = self.extra[table].phi[:, v_cols].astype(np.float64)
+        offset = float(np.median(phi_v - shadows_v.mean(axis=0)))
         cols = self.columns(forget_ids)
         out = ~self.in_mask[:, cols]
         n_out = out.sum(axis=0)
@@ -299,7 +291,7 @@ class ReferenceKit:
             sigma=sigma,
             offset=offset,
             margin=margin,
-            offset_source=source,
+            offset_source=table,
             k=self.k,
         )
 

@@ -344,16 +344,21 @@ def test_forget_targets_are_the_out_mean_plus_the_models_shift_and_a_margin() ->
     forget = kit.sample_ids[[3, 0, 7]]
     # The model is 0.5 more confident than the shadows on every validation sample.
     phi_val = kit.extra["test"].phi.mean(axis=0) + 0.5
-    targets = kit.forget_targets(forget, phi_val, kit.extra["test"].sample_ids, margin=1.0)
+    targets = kit.forget_targets(
+        forget, phi_val, kit.extra["test"].sample_ids, table="test", margin=1.0
+    )
     out = ~kit.in_mask[:, [3, 0, 7]]
     mean = (kit.phi[:, [3, 0, 7]] * out).sum(axis=0) / out.sum(axis=0)
     sigma = np.sqrt(kit.out_variance())
     np.testing.assert_allclose(targets.threshold, mean + 0.5 + sigma, rtol=1e-5)
     assert targets.summary()["offset_source"] == "test" and targets.k == 4
-    with pytest.raises(ReferenceKitError, match="validation samples"):
-        kit.forget_targets(forget, np.zeros(2), [9999, 9998], margin=1.0)
+    with pytest.raises(ReferenceKitError, match="not in extra set 'test'"):
+        kit.forget_targets(forget, np.zeros(2), [9999, 9998], table="test", margin=1.0)
+    with pytest.raises(ReferenceKitError, match="no extra set 'validation'"):
+        kit.forget_targets(forget, phi_val, kit.extra["test"].sample_ids, table="validation",
+                           margin=1.0)  # fmt: skip
     with pytest.raises(ReferenceKitError, match="not in the training table"):
-        kit.forget_targets([1], phi_val, kit.extra["test"].sample_ids, margin=1.0)
+        kit.forget_targets([1], phi_val, kit.extra["test"].sample_ids, table="test", margin=1.0)
 
 
 def test_kit_targeted_sfr_on_passes_the_audit_that_the_original_fails(world: World) -> None:
@@ -379,6 +384,7 @@ def test_kit_targeted_sfr_on_passes_the_audit_that_the_original_fails(world: Wor
         split.forget.sample_ids,
         model_phi(world.original, validation, CPU),
         validation.sample_ids,
+        table="test",
         margin=SFROnConfig().kit_margin,
     )
     threads = torch.get_num_threads()

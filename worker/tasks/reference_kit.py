@@ -41,7 +41,7 @@ def run_build(ctx: WorkerContext, job_id: str, attempt: int | None, monitor: Job
     from app.unlearning.device import default_device
     from app.unlearning.engine import Cancelled
     from app.unlearning.reference_kit import build_reference_kit as build
-    from worker.data import DatasetRef, load_manifest
+    from worker.data import DatasetRef, load_splits
 
     actor = f"worker:{ctx.name}"
     try:
@@ -62,13 +62,19 @@ def run_build(ctx: WorkerContext, job_id: str, attempt: int | None, monitor: Job
             std = [float(x) for x in mv.normalization["std"]]
             ref = DatasetRef(ds.train_digest, ds.test_digest, ds.num_classes)
             kit_id, k, seed, recipe = kit.id, kit.k, kit.seed, dict(kit.recipe)
-        train, test = load_manifest(ctx.store, ref, num_classes=num_classes, mean=mean, std=std)
+        splits = load_splits(ctx.store, ref, num_classes=num_classes, mean=mean, std=std)
+        train, test = splits.train, splits.test
         if test is None:
             raise JobFailed("the dataset has no test split: the audit calibrates on it")
+        extra = {"test": test}
+        if splits.validation is not None:
+            # SFR-on's kit targets measure the model's shift on the validation split, kept
+            # apart from the test split that the audit calibrates on.
+            extra["validation"] = splits.validation
         table = build(
             lambda: build_model(architecture, args),
             train,
-            {"test": test},
+            extra,
             TrainingRecipe.model_validate(recipe),
             k=k,
             seed=seed,
