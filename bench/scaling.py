@@ -44,6 +44,7 @@ from app.unlearning.reference_kit import (  # noqa: E402
     ReferenceKit,
     audit_model,
     build_reference_kit,
+    model_phi,
 )
 from app.unlearning.training import train  # noqa: E402
 from bench.unlearning import forget_split, subsets, warm_up  # noqa: E402
@@ -58,6 +59,8 @@ TIME_COLUMNS = [
     ("calibrated", "calibration included, audit excluded"),
     ("excluded_audit", "audit included, calibration excluded"),
     ("included", "calibration and audit included"),
+    ("kit_targeted", "kit-targeted (default with a kit), audit excluded"),
+    ("kit_targeted_audit", "kit-targeted, audit included"),
 ]
 QUALITY = ["FA", "RA", "TA", "MIA_entropy"]
 
@@ -220,7 +223,11 @@ def measure_size(
         },
     }
     if kit_here:
-        row.update(kit_and_audit(args, model_args, recipe, train_set, split, model, sfr, device))
+        row.update(
+            kit_and_audit(
+                args, model_args, recipe, train_set, split, model, sfr, device, original, ref
+            )
+        )
         rt = row["retrain"]
         row["kit"]["x_retrain_time"] = row["kit"]["wall_time_s"] / rt["wall_time_s"]
         row["kit"]["x_retrain_cpu"] = row["kit"]["cpu_time_s"] / rt["cpu_time_s"]
@@ -238,15 +245,19 @@ def kit_and_audit(
     model: nn.Module,
     unlearned: UnlearnResult,
     device: torch.device,
+    original: OriginalTraining,
+    ref: Reference,
 ) -> dict[str, Any]:
-    """Build a K-shadow kit on the training set (the test subset as its non-members), then time
-    what the worker does per request with a kit: read it, rebuild the unlearned model from its
-    weights, audit the original and the unlearned model on the forget set."""
+    """Build a K-shadow kit on the training set (the test subset as its non-members, the
+    validation split for the targets' shift), then time what the worker does per request with a
+    kit: read it, rebuild the unlearned model from its weights, audit the original and the
+    unlearned model on the forget set. Then the service's default with a kit: kit-targeted
+    SFR-on (targets from the kit, no calibration), timed from the kit read to its weights."""
     kit, kit_cpu = cpu_timed(
         lambda: build_reference_kit(
             lambda: build_model("small_cnn", model_args),
             train_set,
-            {"test": split.test},
+            {"test": split.test, "validation": split.validation},
             recipe,
             k=args.kit_k,
             seed=args.seed,
@@ -264,7 +275,46 @@ def kit_and_audit(
     t2 = time.perf_counter()
     after = audit_model(loaded, after_model, split.forget, split.test, device=device)
     c3, t3 = time.process_time(), time.perf_counter()
+    config = parse_method_config("sfr_on", {})
+
+    def kit_targeted() -> UnlearnResult:
+        targets = ReferenceKit.from_safetensors_bytes(blob).forget_targets(
+            split.forget.sample_ids,
+            model_phi(model, split.validation, device),
+            split.validation.sample_ids,
+            table="validation",
+            margin=config.kit_margin,
+        )
+        return unlearn(
+            model,
+            split,
+            config,
+            original=original,
+            device=device,
+            seed=args.seed,
+            evaluate=False,
+            member_targets=targets,
+        )
+
+    t4 = time.perf_counter()
+    targeted, targeted_cpu = cpu_timed(kit_targeted)
+    targeted_wall = time.perf_counter() - t4
+    targeted_model = build_model("small_cnn", model_args)
+    targeted_model.load_state_dict(targeted.state_dict)
+    targeted_audit = audit_model(loaded, targeted_model, split.forget, split.test, device=device)
+    targeted_metrics, _ = evaluate(
+        targeted_model, split, device=device, reference=ref, seed=args.seed
+    )
+    print(f"  sfr_on kit-targeted {targeted_wall:.1f}s", flush=True)
     return {
+        "sfr_on_kit": {
+            **cost(targeted.record, targeted_cpu),
+            # from the kit's bytes to the weights: targets (kit read, validation pass) and run
+            "wall_time_s": targeted_wall,
+            "quality": quality(targeted_metrics),
+            "details": {k: v for k, v in targeted.record["details"].items() if k != "targets"},
+            "audit": targeted_audit.as_dict(),
+        },
         "kit": {
             "k": kit.k,
             "wall_time_s": kit.wall_time_s,
@@ -308,6 +358,11 @@ def ratios(row: dict[str, Any]) -> dict[str, float | None]:
         out[prefix + "calibrated"] = cal[clock] / t
         out[prefix + "excluded_audit"] = None if audit is None else (given[clock] + audit) / t
         out[prefix + "included"] = None if audit is None else (cal[clock] + audit) / t
+        kit_run = row.get("sfr_on_kit", {}).get(clock)
+        out[prefix + "kit_targeted"] = None if kit_run is None else kit_run / t
+        out[prefix + "kit_targeted_audit"] = (
+            None if kit_run is None or audit is None else (kit_run + audit) / t
+        )
         orig = row.get("original", {})
         if clock in orig and orig.get("optimizer_steps") and rt.get("optimizer_steps"):
             out[prefix + "retrain_pace"] = (t / rt["optimizer_steps"]) / (
@@ -315,6 +370,8 @@ def ratios(row: dict[str, Any]) -> dict[str, float | None]:
             )
     out["backward_excluded"] = given["backward_passes"] / rt["backward_passes"]
     out["backward_calibrated"] = cal["backward_passes"] / rt["backward_passes"]
+    if "sfr_on_kit" in row:
+        out["backward_kit_targeted"] = row["sfr_on_kit"]["backward_passes"] / rt["backward_passes"]
     return out
 
 
@@ -334,7 +391,10 @@ def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         r = row["ratios"]
         full = "included" if r.get("included") is not None else "calibrated"
-        for column in ("excluded", full):
+        columns = ["excluded", full]
+        if r.get("kit_targeted_audit") is not None:
+            columns.append("kit_targeted_audit")
+        for column in columns:
             out.append(
                 {
                     "size": row["size"],
@@ -376,8 +436,12 @@ def markdown(result: dict[str, Any]) -> str:
             "calibrated": cal["wall_time_s"],
             "excluded_audit": None if audit is None else given["wall_time_s"] + audit,
             "included": None if audit is None else cal["wall_time_s"] + audit,
+            "kit_targeted": row.get("sfr_on_kit", {}).get("wall_time_s"),
+            "kit_targeted_audit": None
+            if audit is None or "sfr_on_kit" not in row
+            else row["sfr_on_kit"]["wall_time_s"] + audit,
         }
-        cells = [percent_and_seconds(r[k], seconds[k]) for k, _ in TIME_COLUMNS]
+        cells = [percent_and_seconds(r.get(k), seconds[k]) for k, _ in TIME_COLUMNS]
         lines.append(
             f"| {row['size']:,} | {row['forget_size']:,} | {rt['wall_time_s']:.1f} s | "
             + " | ".join(cells)
@@ -399,7 +463,8 @@ def markdown(result: dict[str, Any]) -> str:
         for row in rows:
             r, load = row["ratios"], row.get("load_average", {})
             cells = [
-                "-" if r[f"cpu_{k}"] is None else f"{r[f'cpu_{k}']:.1%}" for k, _ in TIME_COLUMNS
+                "-" if r.get(f"cpu_{k}") is None else f"{r[f'cpu_{k}']:.1%}"
+                for k, _ in TIME_COLUMNS
             ]
             pace = " / ".join(
                 "-" if r.get(k) is None else f"{r[k]:.2f}"
@@ -422,7 +487,10 @@ def markdown(result: dict[str, Any]) -> str:
             ("retrain", "retrain"),
             ("SFR-on (default, calibrated)", "sfr_on"),
             ("SFR-on (calibration's choice given)", "sfr_on_given"),
+            ("SFR-on (kit-targeted)", "sfr_on_kit"),
         ]:
+            if key not in row:
+                continue
             q = row[key]["quality"]
             cells = [f"{q[k]:.2f}" for k in QUALITY]
             gap = f"{q['avg_gap']:.2f}" if "avg_gap" in q else "0"
@@ -478,7 +546,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.4))
     colors = {key: f"C{i}" for i, (key, _) in enumerate(TIME_COLUMNS)}
     for key, label in TIME_COLUMNS:
-        pts = [(s, row["ratios"][key]) for s, row in zip(sizes, rows, strict=True)]
+        pts = [(s, row["ratios"].get(key)) for s, row in zip(sizes, rows, strict=True)]
         pts = [(s, 100.0 * v) for s, v in pts if v is not None]
         if pts:
             left.plot(*zip(*pts, strict=True), marker="o", color=colors[key], label=label)
@@ -505,6 +573,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ("SFR-on, calibration included", [row["sfr_on"]["backward_passes"] for row in rows]),
         ("SFR-on, calibration excluded", [row["sfr_on_given"]["backward_passes"] for row in rows]),
     ]
+    if all("sfr_on_kit" in row for row in rows):
+        series.append(
+            ("SFR-on, kit-targeted", [row["sfr_on_kit"]["backward_passes"] for row in rows])
+        )
     for label, values in series:
         right.plot(sizes, values, marker="o", label=label)
     right.set_xscale("log")

@@ -56,6 +56,21 @@ def test_ratios_add_the_audit_to_both_columns() -> None:
     assert r["cpu_retrain_pace"] == pytest.approx(1.0)
 
 
+def test_the_kit_targeted_run_is_its_own_column_with_the_audit_added() -> None:
+    row = _row(10_000, sfr_s=8.0, given_s=3.0, audit_s=1.0)
+    row["sfr_on_kit"] = {"wall_time_s": 3.5, "cpu_time_s": 1.75, "backward_passes": 45,
+                         "quality": {"FA": 86.0, "RA": 97.0, "TA": 84.0, "MIA_entropy": 64.0,
+                                     "avg_gap": 1.5}}  # fmt: skip
+    row["ratios"] = r = scaling.ratios(row)
+    assert r["kit_targeted"] == pytest.approx(0.035)
+    assert r["kit_targeted_audit"] == pytest.approx(0.045)
+    assert r["backward_kit_targeted"] == pytest.approx(0.05)
+    got = [(t["column"], t["ok"]) for t in scaling.targets([row])]
+    assert got == [("excluded", True), ("included", False), ("kit_targeted_audit", True)]
+    text = scaling.markdown({"rows": [row], "targets": scaling.targets([row])})
+    assert "3.5% (3.5 s) | 4.5% (4.5 s)" in text and "SFR-on (kit-targeted)" in text
+
+
 def test_targets_from_10k_on_and_misses_are_reported() -> None:
     rows = [
         _row(3_000, sfr_s=20.0, given_s=9.0, audit_s=1.0),
@@ -83,6 +98,6 @@ def test_finish_writes_json_table_and_plot(tmp_path: Path) -> None:
     text = out.with_suffix(".md").read_text()
     assert "| 3,000 | 300 | 100.0 s | 9.0% (9.0 s) | 20.0% (20.0 s) | 10.0% (10.0 s)" in text
     assert "| 10,000 | 1,000 | 100.0 s | 3.0% (3.0 s) | 8.0% (8.0 s) | - | - |" in text
-    assert "| 3,000 | 90.0 s | 5.0% | 11.1% | 5.6% | 11.7% | 2.00 / 1.00 |" in text
+    assert "| 3,000 | 90.0 s | 5.0% | 11.1% | 5.6% | 11.7% | - | - | 2.00 / 1.00 |" in text
     assert "10,000 samples, calibration included, audit excluded: MISSED (8.0%)" in text
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
