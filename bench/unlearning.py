@@ -11,6 +11,10 @@ inference has signal. Originals and retrained references are cached under ``benc
 (data, model, recipe, seed[, forget set]). Calibration uses only validation data: unseen samples
 from the part of the training pool the original never saw, never the test set. Prints a Markdown
 table and writes JSON under ``bench/results/``.
+
+    .venv/bin/python bench/unlearning.py --targets-table "seeds 0-2=bench/results/a.json" ...
+
+prints issue 10's targets over several recorded runs as one table (the README's).
 """
 
 from __future__ import annotations
@@ -640,7 +644,67 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: How each target of check_targets() reads in a summary table, with the figures shown.
+TARGET_LABELS = [
+    ("beats_do_nothing_avg_gap", "beats do nothing, Avg. Gap"),
+    ("beats_do_nothing_avg_gap_no_mia", "beats do nothing, Avg. Gap without MIA"),
+    ("lowest_avg_gap", "lowest Avg. Gap of the approximate methods"),
+    ("lowest_avg_gap_no_mia", "lowest Avg. Gap without MIA"),
+    ("RA_within_1_of_retrain", "RA within 1 of retrain"),
+    ("TA_within_1_of_retrain", "TA within 1 of retrain"),
+    ("FA<=1", "class-wise FA <= 1"),
+    ("|FA-FA_rt|<=2", "sample-wise abs(FA - FA retrain) <= 2"),
+    ("audit_pass_where_retrain_passes", "per-example audit passes where retrain's does"),
+]
+
+
+def _target_cell(name: str, t: dict[str, Any]) -> str:
+    verdict = "met" if t["ok"] else "**missed**"
+    if name.startswith("beats"):
+        return f"{verdict}: {t['sfr_on']:.2f} vs {t['original']:.2f}"
+    if name.startswith("lowest"):
+        return f"{verdict}: {t['sfr_on']:.2f} (next: {t['best_other']} {t['best_value']:.2f})"
+    if name.startswith("audit"):
+        fresh = t.get("fresh_kit")
+        return (
+            f"{verdict}: {t['sfr_on']:.0f}% of seeds (retrain {t['retrain']:.0f}%"
+            + (f"; fresh kit {fresh:.0f}%" if fresh is not None else "")
+            + ")"
+        )
+    return f"{verdict}: {t['value']:+.2f}" if "value" in t else verdict
+
+
+def targets_table(results: list[tuple[str, dict[str, Any]]]) -> str:
+    """One Markdown table of check_targets() over several recorded runs: a row per target, a
+    column per (run, scenario)."""
+    cols = [(label, s) for label, r in results for s in r["targets"]]
+    by_label = dict(results)
+    lines = [
+        "| target | " + " | ".join(f"{label}: {s}" for label, s in cols) + " |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for name, text in TARGET_LABELS:
+        cells = []
+        for label, s in cols:
+            t = by_label[label]["targets"][s].get(name)
+            cells.append("" if t is None else _target_cell(name, t))
+        if any(cells):
+            lines.append(f"| {text} | " + " | ".join(cells) + " |")
+    cells = [
+        f"{by_label[label]['targets'][s]['time_vs_retrain']['value']:.1%}" for label, s in cols
+    ]
+    lines.append("| wall time / retrain's (measured) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--targets-table":
+        # label=path pairs of recorded runs: the README's targets table
+        pairs = [a.split("=", 1) for a in argv[1:]]
+        print(targets_table([(label, json.loads(Path(f).read_text())) for label, f in pairs]))
+        return
     args = parse_args(argv)
     result = run(args)
     text = markdown(result)
