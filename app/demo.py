@@ -197,7 +197,7 @@ def _show_per_example(certificate: Path) -> None:
     )
     if "approximate" in audit["audits"]:
         print(
-            "Here the approximate method (calibrated on FA, a population figure) left the"
+            "Here the approximate method left the"
             " person's samples recognisable, so the gate refused to certify it, and the"
             " tenant's fallback retrained from scratch: that version is the certified one."
         )
