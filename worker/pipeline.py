@@ -129,8 +129,9 @@ def compute(
 
     reference = retrain("reference") if p.reference_eval else None
     config = parse_method_config(p.method, p.method_config)
+    kit = read_kit(ctx, p)  # once: the targets and every audit of this job use it
     targets, targets_note = member_targets(
-        ctx, p, split, model, config, device, own_validation=validation is not None
+        p, kit, split, model, config, device, own_validation=validation is not None
     )
     result = unlearn(
         model,
@@ -147,7 +148,7 @@ def compute(
     if targets_note is not None:
         result.record["details"]["kit_targets_unavailable"] = targets_note
     audited: dict[str, UnlearnResult | None] = {"unlearned": result, "retrained": reference}
-    membership = membership_audit(ctx, p, split, model, audited, device, monitor)
+    membership = membership_audit(p, kit, split, model, audited, device, monitor)
     verdict = judge(
         p.kind,
         original_metrics,
@@ -169,7 +170,7 @@ def compute(
                 # Retrained only now: audit it, so that the certificate's per-example figures
                 # are those of the model it certifies, not of the one that failed.
                 again = membership_audit(
-                    ctx, p, split, model, {"retrained": reference}, device, monitor
+                    p, kit, split, model, {"retrained": reference}, device, monitor
                 )
                 if again is not None and "audits" in again:
                     audits["retrained"] = again["audits"]["retrained"]
@@ -247,16 +248,22 @@ def evaluation_samples(split: Split, *, own_validation: bool, p: UnlearnPlan) ->
     }
 
 
-def read_kit(ctx: WorkerContext, p: UnlearnPlan) -> ReferenceKit:
-    """The base's reference kit, read from the store (the caller checked that there is one)."""
-    assert p.kit is not None
-    with ctx.store.local_file(p.kit["digest"]) as path:
-        return ReferenceKit.from_safetensors_bytes(path.read_bytes())
+def read_kit(ctx: WorkerContext, p: UnlearnPlan) -> ReferenceKit | str | None:
+    """The base's reference kit, read from the store; None when there is none, and why not when
+    it cannot be read (reported by the audit, not fatal)."""
+    if p.kit is None:
+        return None
+    try:
+        with ctx.store.local_file(p.kit["digest"]) as path:
+            return ReferenceKit.from_safetensors_bytes(path.read_bytes())
+    except (ReferenceKitError, StoreError) as exc:
+        log.warning("job %s: reference kit unreadable: %s", p.job_id, exc)
+        return str(exc)
 
 
 def member_targets(
-    ctx: WorkerContext,
     p: UnlearnPlan,
+    kit: ReferenceKit | str | None,
     split: Split,
     original: nn.Module,
     config: BaseModel,
@@ -270,14 +277,15 @@ def member_targets(
     calibrates on. Returns why the targets could not be set when the mode applied but the kit
     could not serve it (the method then calibrates on its validation probe instead)."""
     if (
-        p.kit is None
+        kit is None
         or split.forget_classes
         or not isinstance(config, SFROnConfig)
         or not config.kit_targets
     ):
         return None, None
+    if isinstance(kit, str):
+        return None, kit
     try:
-        kit = read_kit(ctx, p)
         targets = kit.forget_targets(
             split.forget.sample_ids,
             model_phi(original, split.validation, device),
@@ -287,15 +295,15 @@ def member_targets(
             table="validation" if own_validation else "test",
             margin=config.kit_margin,
         )
-    except (ReferenceKitError, StoreError, ValueError) as exc:
+    except (ReferenceKitError, ValueError) as exc:
         log.warning("job %s: kit targets unavailable: %s", p.job_id, exc)
         return None, str(exc)
     return targets, None
 
 
 def membership_audit(
-    ctx: WorkerContext,
     p: UnlearnPlan,
+    kit: ReferenceKit | str | None,
     split: Split,
     original: nn.Module,
     results: dict[str, UnlearnResult | None],
@@ -303,9 +311,10 @@ def membership_audit(
     monitor: JobMonitor,
 ) -> dict[str, Any] | None:
     """The per-example audit of the forget set under the original, the unlearned and (when it
-    ran) the retrained model, against the base's reference kit; None without a kit. A kit that
-    cannot audit this set (e.g. it predates samples it does not know) is reported, not fatal."""
-    if p.kit is None:
+    ran) the retrained model, against the base's reference kit (:func:`read_kit`); None without
+    a kit. A kit that cannot be read or cannot audit this set (e.g. it predates samples it does
+    not know) is reported, not fatal."""
+    if p.kit is None or kit is None:
         return None
     monitor.progress({"phase": "membership_audit", "step": 0, "total": 1})
     header = {
@@ -313,8 +322,9 @@ def membership_audit(
         "test": "offline likelihood-ratio test per example (LiRA, OUT shadows only); one attack"
         " family: evidence, not a proof",
     }
+    if isinstance(kit, str):
+        return {**header, "status": "unavailable", "reason": kit}
     try:
-        kit = read_kit(ctx, p)
         models: dict[str, nn.Module] = {"original": original}
         for name, res in results.items():
             if res is not None:
@@ -325,7 +335,7 @@ def membership_audit(
             name: audit_model(kit, m, split.forget, split.test, device=device).as_dict()
             for name, m in models.items()
         }
-    except (ReferenceKitError, StoreError, ValueError) as exc:
+    except (ReferenceKitError, ValueError) as exc:
         log.warning("job %s: membership audit unavailable: %s", p.job_id, exc)
         return {**header, "status": "unavailable", "reason": str(exc)}
     monitor.progress({"phase": "membership_audit", "step": 1, "total": 1})

@@ -22,6 +22,8 @@ RUN_FIELDS = (
     "backward_passes",
     "optimizer_steps",
 )
+#: From the method's ``details``: how SFR-on chose what to ascend on (kit-targeted or not).
+RUN_DETAILS = ("mode", "targets", "kit_targets_unavailable")
 
 
 def build(
@@ -54,6 +56,7 @@ def build(
 
     ``generation`` (a diffusion model's class forgetting) says how its metrics were measured:
     the evaluator classifier (which, and its digest), the sampling, the images per class."""
+    details = run.get("details") or {}
     predicate = {
         "model": model,
         "parent": {
@@ -82,11 +85,7 @@ def build(
             # SFR-on's kit-targeted mode aims each forgotten sample at the same kit's OUT level
             # that the membership audit then checks: an auditor must know the two are not
             # independent (bench/unlearning.py re-audits such runs with a fresh kit).
-            **{
-                k: details[k]
-                for k in ("mode", "targets", "kit_targets_unavailable")
-                if isinstance(details := run.get("details") or {}, dict) and k in details
-            },
+            **{k: details[k] for k in RUN_DETAILS if k in details},
         },
         "environment": environment,
         "metrics": metrics,

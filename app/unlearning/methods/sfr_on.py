@@ -178,8 +178,12 @@ def sfr_on_loop(
 
 
 def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The logit margin ``phi`` of the membership audit: the true class's logit minus the largest
-    other one."""
+    """The true class's logit minus the largest other one, on the device, per sample.
+
+    Not quite the audit's ``phi`` (:func:`~app.unlearning.evaluation.membership.logit_margin`
+    subtracts the logsumexp of the other logits, which is at least their maximum), so this is
+    the larger of the two and the loop counts a sample above its threshold a little longer than
+    the audit would; the kit-targeted defaults were set and measured with it as it is."""
     true = logits.gather(1, labels[:, None]).squeeze(1)
     other = logits.scatter(1, labels[:, None], float("-inf"))
     return true - other.max(dim=1).values
